@@ -1,0 +1,59 @@
+"""Finalizer: writes method.txt and run.json, the run's account of itself."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from langchain_core.runnables import RunnableConfig
+
+from resources import resources_from
+from state import WorkflowState
+
+
+def phase_seconds(phase_times: dict[str, list[float]]) -> dict[str, float]:
+    """Wall time per phase from its [first start, last end] window."""
+    return {phase: round(end - start, 2) for phase, (start, end) in phase_times.items()}
+
+
+def accounting_holds(level_counts: dict[str, dict[str, int]]) -> bool:
+    """Every parent of every level became a record or a failure, and every record is a parent of the next."""
+    levels = sorted(level_counts, key=int)
+    for previous, current in zip(levels, levels[1:]):
+        if level_counts[current]["parents"] != level_counts[previous]["records"]:
+            return False
+    return all(c["parents"] == c["records"] + c["failures"] for c in level_counts.values())
+
+
+def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
+    """The content of run.json; settings carry env variable names, never key values."""
+    resources = resources_from(config)
+    return {
+        "settings": resources.settings.model_dump(mode="json"),
+        "method_id": state.method_id,
+        "method": state.method,
+        "e0_score": state.e0_score,
+        "final_score": state.method_score,
+        "stop_reason": state.stop_reason,
+        "history": state.history,
+        "counts": {
+            "rows_in": state.rows_in,
+            "generation_set": state.seed_count,
+            "levels": state.level_counts,
+            "accounting_holds": accounting_holds(state.level_counts),
+            **resources.store.count_by_level(),
+        },
+        "token_usage": resources.llms.usage_by_role(),
+        "phase_seconds": phase_seconds(state.phase_times),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+async def finalize(state: WorkflowState, config: RunnableConfig) -> dict:
+    """Reads the whole state; writes method.txt and run.json into the save directory."""
+    directory = Path(resources_from(config).settings.save_path)
+    (directory / "method.txt").write_text(state.method + "\n", encoding="utf-8")
+    summary = run_summary(state, config)
+    (directory / "run.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+    return {}

@@ -1,0 +1,50 @@
+"""Loader: reads the input data once and fixes the train and dev sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langchain_core.runnables import RunnableConfig
+
+from configuration import ConfigError
+from records import generation_rows, read_seed_set, split_train_dev
+from resources import resources_from, timed
+from state import Case, WorkflowState
+from tasks import initial_method
+
+
+def _cases(rows: list[dict]) -> list[Case]:
+    return [Case(case_id=i, row_id=row["id"], instruction=row["instruction"]) for i, row in enumerate(rows)]
+
+
+def _starting_method(method_file: str | None) -> tuple[str, str]:
+    if method_file is None:
+        return initial_method(), "e0"
+    path = Path(method_file)
+    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+        raise ConfigError(f"--method-file {method_file}: no such file, or it is empty")
+    return path.read_text(encoding="utf-8").strip(), "file"
+
+
+@timed("load")
+async def load_data(state: WorkflowState, config: RunnableConfig) -> dict:
+    """Reads the data file; writes seeds.jsonl and input refusals, and sets train, dev and the method."""
+    resources = resources_from(config)
+    settings, store = resources.settings, resources.store
+    seed_set = read_seed_set(settings)
+    method, method_id = _starting_method(settings.method_file)
+    train, dev = ([], []) if settings.method_file or settings.max_steps == 0 else split_train_dev(seed_set.rows, settings)
+    seeds = generation_rows(seed_set.rows, settings)
+    store.write_seeds(seeds)
+    store.add_failures(seed_set.refused)
+    return {
+        "rows_in": len(seed_set.rows) + len(seed_set.refused),
+        "seed_count": len(seeds),
+        "train": _cases(train),
+        "dev": _cases(dev),
+        "method": method,
+        "method_id": method_id,
+        "level_spans": {"0": [0, store.size(store.seeds_path)]},
+        "level_counts": {"0": {"parents": len(seed_set.rows) + len(seed_set.refused), "records": len(seeds),
+                               "failures": len(seed_set.refused)}},
+    }

@@ -1,0 +1,72 @@
+"""Selector: keeps the incumbent unless a candidate is strictly better, and decides whether to stop."""
+
+from __future__ import annotations
+
+from langchain_core.runnables import RunnableConfig
+
+from resources import resources_from, timed
+from state import MethodScore, StepRecord, WorkflowState
+
+
+def is_strictly_better(candidate: MethodScore, incumbent: MethodScore) -> bool:
+    """Lower failure rate wins; an equal rate needs a larger complexity gain. Ties keep the incumbent."""
+    if candidate["failure_rate"] != incumbent["failure_rate"]:
+        return candidate["failure_rate"] < incumbent["failure_rate"]
+    return candidate["complexity_gain"] > incumbent["complexity_gain"]
+
+
+def best_candidate(scores: list[MethodScore]) -> MethodScore | None:
+    """The lowest failure rate, ties broken by the larger complexity gain."""
+    return min(scores, key=lambda s: (s["failure_rate"], -s["complexity_gain"]), default=None)
+
+
+def _decision(best: MethodScore | None, incumbent: MethodScore) -> tuple[bool, str]:
+    if best is None:
+        return False, f"no candidate could be validated; kept {incumbent['method_id']}"
+    if is_strictly_better(best, incumbent):
+        return True, (f"{best['method_id']} failure rate {best['failure_rate']:.3f} beats "
+                      f"{incumbent['method_id']} {incumbent['failure_rate']:.3f}")
+    return False, (f"best candidate {best['method_id']} ({best['failure_rate']:.3f}, gain {best['complexity_gain']:.2f}) "
+                   f"is not strictly better than {incumbent['method_id']} ({incumbent['failure_rate']:.3f}, "
+                   f"gain {incumbent['complexity_gain']:.2f})")
+
+
+def stop_reason(step: int, stale_steps: int, max_steps: int, patience: int) -> str:
+    """Why optimization stops after this step, or '' to go on."""
+    if step >= max_steps:
+        return f"reached max_steps ({max_steps})"
+    if stale_steps >= patience:
+        return f"no improvement in {stale_steps} steps (patience {patience})"
+    return ""
+
+
+@timed("optimization")
+async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
+    """Reads this step's candidates and scores; writes the kept method, the step's history and clears the step."""
+    settings = resources_from(config).settings
+    scores = {s["method_id"]: s for s in state.scores}
+    incumbent = state.method_score or scores[state.method_id]
+    candidate_scores = [s for method_id, s in scores.items() if method_id != state.method_id]
+    best = best_candidate(candidate_scores)
+    adopt, decision = _decision(best, incumbent)
+    kept = scores[best["method_id"]] if adopt else incumbent
+    methods = {c["method_id"]: c["text"] for c in state.candidates}
+    step = state.step + 1
+    stale = 0 if adopt else state.stale_steps + 1
+    record = StepRecord(
+        step=step, batch_row_ids=[c["row_id"] for c in state.batch], trajectories=state.trajectories,
+        feedback=state.feedback,
+        candidates=[{**c, "score": scores.get(c["method_id"])} for c in state.candidates],
+        incumbent={"method_id": incumbent["method_id"], "score": incumbent},
+        kept_method_id=kept["method_id"], decision=decision,
+    )
+    update = {
+        "step": step, "stale_steps": stale, "history": state.history + [record],
+        "method_score": kept, "feedback": None, "candidates": None, "scores": None,
+        "stop_reason": stop_reason(step, stale, settings.max_steps, settings.patience),
+    }
+    if state.e0_score is None and state.method_id == "e0":
+        update["e0_score"] = incumbent
+    if adopt:
+        update.update(method=methods[kept["method_id"]], method_id=kept["method_id"])
+    return update

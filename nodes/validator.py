@@ -1,0 +1,49 @@
+"""Validator: scores one method on the fixed dev set by its failure rate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from langchain_core.runnables import RunnableConfig
+
+from resources import RunResources, resources_from, timed
+from state import Case, MethodScore, ValidationTask
+from tasks import evolve, respond
+
+
+async def _dev_case(case: Case, method: str, resources: RunResources) -> dict:
+    llm, rules = resources.llms.evol, resources.rules
+    evolved = await evolve(llm, method, case["instruction"], rules)
+    if evolved.failure:
+        return {"case_id": case["case_id"], "stage": "evolve", "reason": evolved.failure.reason,
+                "text": evolved.candidate_text}
+    answer = await respond(llm, evolved.text, rules)
+    gain = len(evolved.text) / max(1, len(case["instruction"]))
+    result = {"case_id": case["case_id"], "text": evolved.text, "gain": gain, "lenient": evolved.lenient}
+    if answer.failure:
+        result.update(stage="respond", reason=answer.failure.reason)
+    return result
+
+
+def summarize(method_id: str, results: list[dict]) -> MethodScore:
+    """A dev score from per-case results; complexity gain over the cases that evolved."""
+    failures = Counter(r["reason"] for r in results if "reason" in r)
+    gains = [r["gain"] for r in results if "gain" in r]
+    return MethodScore(
+        method_id=method_id,
+        failure_rate=round(sum(failures.values()) / max(1, len(results)), 4),
+        failures_by_reason=dict(failures.most_common()),
+        complexity_gain=round(sum(gains) / len(gains), 4) if gains else 0.0,
+        dev_size=len(results),
+        lenient_parses=sum(1 for r in results if r.get("lenient")),
+        examples=[{k: r.get(k) for k in ("case_id", "reason", "text")} for r in results],
+    )
+
+
+@timed("optimization")
+async def validator(task: ValidationTask, config: RunnableConfig) -> dict:
+    """Reads one method from a Send and the dev set; writes its dev score."""
+    resources = resources_from(config)
+    results = await asyncio.gather(*(_dev_case(case, task["method"], resources) for case in task["dev"]))
+    return {"scores": [summarize(task["method_id"], list(results))]}

@@ -1,0 +1,83 @@
+"""What nodes share but state must not hold: LLM clients, the record store, the rules.
+
+run.py builds one `RunResources` and passes it in `configurable.resources`. A graph
+started elsewhere (LangGraph Studio) gets one built from its settings, once per
+settings, so every node of a run talks to the same clients and files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+
+from langchain_core.runnables import RunnableConfig
+
+from configuration import RunSettings
+from failure_rules import FailureRules
+from llm_access import AnswerCache, ChatLLM, LLMPool
+from records import RecordStore
+
+_BUILT: dict[str, "RunResources"] = {}
+
+
+@dataclass
+class RunResources:
+    """Live objects of one run."""
+
+    settings: RunSettings
+    llms: LLMPool
+    store: RecordStore
+    rules: FailureRules
+
+    @classmethod
+    def build(cls, settings: RunSettings, embedded_url: str | None = None,
+              cache_path: str | Path | None = None, models: dict | None = None) -> "RunResources":
+        """Clients, store and rules for these settings.
+
+        `embedded_url` is where the embedded server listens this time; it is kept out of
+        the settings so that a resumed run on a new port has the same settings.
+        `models` maps a role ("evol", "optim") to a chat model to use instead of ChatOpenAI.
+        """
+        cache = AnswerCache(cache_path or Path(settings.save_path) / "llm_cache.sqlite")
+        models = models or {}
+
+        def client(config, role):
+            if config.embedded:
+                config = config.model_copy(update={"base_url": embedded_url})
+            return ChatLLM(config, model=models.get(role), cache=cache)
+
+        evol = client(settings.evol_llm, "evol")
+        same = settings.optim_llm == settings.evol_llm and "optim" not in models
+        optim = evol if same else client(settings.optim_llm, "optim")
+        return cls(settings, LLMPool(evol, optim), RecordStore(settings.save_path), FailureRules.load(settings.rules_path))
+
+
+def resources_from(config: RunnableConfig) -> RunResources:
+    """The run's resources from the config, built once per settings when absent."""
+    configurable = config.get("configurable") or {}
+    if (resources := configurable.get("resources")) is not None:
+        return resources
+    settings = RunSettings.from_runnable_config(config)
+    key = settings.model_dump_json()
+    if key not in _BUILT:
+        _BUILT[key] = RunResources.build(settings)
+    return _BUILT[key]
+
+
+def timed(phase: str):
+    """Stamp a node's start and end into `phase_times[phase]` (merged as min start, max end)."""
+
+    def decorate(node):
+        @wraps(node)
+        async def wrapper(state, config: RunnableConfig):
+            started = time.time()
+            update = await node(state, config)
+            update = dict(update or {})
+            update["phase_times"] = {phase: [started, time.time()]}
+            return update
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,164 @@
+"""autoevol: evolve instruction data with Auto Evol-Instruct (arXiv 2406.00770).
+
+    python run.py                       # embedded local model, sample seed data
+    python run.py --data-path my.jsonl --evol-llm-config deepseek
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from configuration import ConfigError, RunSettings, choose_llm_configs
+
+RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json",
+                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite")
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = RunSettings.model_fields
+    d = lambda name: defaults[name].default  # noqa: E731
+    p = argparse.ArgumentParser(
+        description="Evolve instruction data with an automatically optimized evolving method (Auto Evol-Instruct).",
+        epilog="Real runs: --batch-size 10 --dev-size 50 --candidate-size 5 --max-steps 10 (the paper's sizes).",
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data-path", default=d("data_path"), help="HF dataset name, or a .json/.jsonl/.csv/.parquet file (default: %(default)s)")
+    data.add_argument("--split", default=d("split"), help="split of a HF dataset (default: %(default)s)")
+    data.add_argument("--instruction-field", default=d("instruction_field"), help="column with the instruction (default: %(default)s)")
+    data.add_argument("--input-field", default=None, help="optional Alpaca-style input column, appended to the instruction")
+    data.add_argument("--response-field", default=None, help="optional column with the original answer, kept as 'reference'")
+    data.add_argument("--seed", type=int, default=d("seed"), help="shuffle and sampling seed (default: %(default)s)")
+    data.add_argument("--train-size", type=positive, default=d("train_size"), help="rows the optimizer samples mini-batches from (default: %(default)s)")
+    data.add_argument("--dev-size", type=positive, default=d("dev_size"), help="rows every method is scored on (default: %(default)s)")
+    data.add_argument("--test-run", type=int, choices=(0, 1), default=0, help="1: generate for the first 10 rows only")
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch-size", type=positive, default=d("batch_size"), help="instructions per optimization step; also sizes generation chunks (default: %(default)s)")
+    opt.add_argument("--max-steps", "--max-step", dest="max_steps", type=non_negative, default=d("max_steps"), help="optimization steps at most; 0 generates with e0 (default: %(default)s)")
+    opt.add_argument("--patience", type=positive, default=d("patience"), help="stop after this many steps without improvement (default: %(default)s)")
+    opt.add_argument("--candidate-size", type=positive, default=d("candidate_size"), help="candidate methods m per step (default: %(default)s)")
+    opt.add_argument("--loop", type=positive, default=d("loop"), help="evolution rounds per trajectory and generation levels (default: %(default)s)")
+    opt.add_argument("--method-file", default=None, help="skip optimization and generate with this method (e.g. an earlier run's method.txt)")
+    opt.add_argument("--rules", dest="rules_path", default=None, help="failure-rule YAML (default: rules/failure_rules.yaml)")
+    llm = p.add_argument_group("LLMs")
+    llm.add_argument("--evol-llm-config", default=None, help="preset (local, deepseek, openai) or YAML file for the LLM that evolves and answers")
+    llm.add_argument("--optim-llm-config", default=None, help="preset or YAML file for the LLM that analyses and optimizes; default: DeepSeek if DEEPSEEK_API_KEY is set, else local")
+    out = p.add_argument_group("output")
+    out.add_argument("--save-path", default=d("save_path"), help="output directory (default: %(default)s)")
+    out.add_argument("--cache", default=None, help="LLM answer cache file, shareable across runs (default: SAVE_PATH/llm_cache.sqlite)")
+    out.add_argument("--overwrite", action="store_true", help="delete an earlier run in SAVE_PATH and start fresh")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> tuple[RunSettings, str]:
+    evol, optim, note = choose_llm_configs(args.evol_llm_config, args.optim_llm_config)
+    fields = {name: getattr(args, name) for name in RunSettings.model_fields if hasattr(args, name)}
+    fields["test_run"] = bool(args.test_run)
+    return RunSettings(**fields, evol_llm=evol, optim_llm=optim), note
+
+
+def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
+    """Refuse to mix two different runs in one directory; --overwrite starts fresh."""
+    directory = Path(settings.save_path)
+    if overwrite:
+        for name in RESULT_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    saved = directory / "settings.json"
+    current = settings.model_dump(mode="json")
+    if saved.exists() and json.loads(saved.read_text(encoding="utf-8")) != current:
+        previous = json.loads(saved.read_text(encoding="utf-8"))
+        changed = sorted(k for k in current if current.get(k) != previous.get(k))
+        raise ConfigError(f"{directory} holds a run with other settings ({', '.join(changed)} changed): "
+                          "use another --save-path, or --overwrite to start fresh")
+    saved.write_text(json.dumps(current, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+# Every loop here is bounded by max_steps, loop and the data; the limit only guards
+# against a bug. Generation counts supersteps per chunk, so it must allow many.
+RECURSION_LIMIT = 1_000_000
+
+
+def print_summary(values: dict, settings: RunSettings) -> None:
+    run = json.loads((Path(settings.save_path) / "run.json").read_text(encoding="utf-8"))
+    e0, final = run["e0_score"], run["final_score"]
+    print(f"rows in: {run['counts']['rows_in']}, generation set: {run['counts']['generation_set']}")
+    for level, counts in sorted(run["counts"]["levels"].items(), key=lambda kv: int(kv[0])):
+        if level != "0":
+            print(f"level {level}: {counts['parents']} in, {counts['records']} records, {counts['failures']} failures")
+    if e0:
+        print(f"dev failure rate: e0 {e0['failure_rate']:.3f} -> {run['method_id']} {final['failure_rate']:.3f} ({run['stop_reason']})")
+    print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, run.json)")
+
+
+async def execute(settings: RunSettings, embedded_url: str | None = None, cache: str | None = None,
+                  models: dict | None = None, quiet: bool = False) -> dict:
+    """Run (or resume) the workflow; `models` swaps in chat models by role, for tests."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from graph.workflow import build_graph
+    from progress import report_progress
+    from resources import RunResources
+
+    resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache, models=models)
+    async with AsyncSqliteSaver.from_conn_string(str(Path(settings.save_path) / "checkpoints.sqlite")) as saver:
+        graph = build_graph(checkpointer=saver)
+        config = {"configurable": {"thread_id": "run", "settings": settings, "resources": resources},
+                  "recursion_limit": RECURSION_LIMIT}
+        snapshot = await graph.aget_state(config)
+        if snapshot.values and not snapshot.next:
+            print("this run is already complete; use --overwrite to run it again", file=sys.stderr)
+            return snapshot.values
+        graph_input = None if snapshot.next else {}
+        if snapshot.next:
+            print(f"resuming the run in {settings.save_path} at {', '.join(snapshot.next)}", file=sys.stderr)
+        async for update in graph.astream(graph_input, config, stream_mode="updates", subgraphs=True):
+            if not quiet:
+                report_progress(update)
+        return (await graph.aget_state(config)).values
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from llm_access import FatalLLMError
+    from local_server import EmbeddedServerError, embedded_server
+
+    try:
+        settings, note = settings_from(args)
+        print(note, file=sys.stderr)
+        prepare_directory(settings, args.overwrite)
+        needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
+        with embedded_server() if needs_server else contextlib.nullcontext() as server:
+            values = asyncio.run(execute(settings, server.base_url if server else None, args.cache))
+        print_summary(values, settings)
+        return 0
+    except (ConfigError, EmbeddedServerError, FatalLLMError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Typed state of the workflow graph and of the generation subgraph.
+
+Only small things live here: the train and dev cases, the per-step history and
+byte offsets into the record files. The dataset itself streams through
+`records.RecordStore`, so a checkpoint never grows with the data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypedDict
+
+
+def collect(existing: list, update: list | None) -> list:
+    """Reducer for per-step lists: parallel `Send` branches append; None clears for the next step."""
+    return [] if update is None else existing + update
+
+
+def merge_phase_times(existing: dict[str, list[float]], update: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Reducer: widen each phase's [first start, last end] window."""
+    merged = dict(existing)
+    for phase, (start, end) in update.items():
+        old = merged.get(phase)
+        merged[phase] = [min(start, old[0]), max(end, old[1])] if old else [start, end]
+    return merged
+
+
+class Case(TypedDict):
+    """An instruction the optimizer works on, under a stable id."""
+
+    case_id: int
+    """Position in the mini-batch or dev set, shown to the analyzer."""
+    row_id: str
+    """Id of the seed row it came from."""
+    instruction: str
+    """The level-0 text."""
+
+
+class Trajectory(TypedDict):
+    """One case evolved `loop` times in a chain."""
+
+    case_id: int
+    row_id: str
+    stages: list[str]
+    """stage 0 (the original) to the last stage that could be produced."""
+    failure: str | None
+    """Why the chain stopped early, if it did."""
+
+
+class Feedback(TypedDict):
+    """One analyzer sample: what failed and why."""
+
+    sample_index: int
+    text: str | None
+    """The analysis, or None when the call failed."""
+    error: str | None
+
+
+class Candidate(TypedDict):
+    """One method proposed by the optimizer in this step."""
+
+    method_id: str
+    sample_index: int
+    text: str | None
+    """The method, or None when the answer could not be used."""
+    parse: str
+    """marker, lenient, unparseable or llm_error."""
+    raw: str
+    """The optimizer's answer as given."""
+
+
+class MethodScore(TypedDict):
+    """A method's result on the dev set."""
+
+    method_id: str
+    failure_rate: float
+    failures_by_reason: dict[str, int]
+    complexity_gain: float
+    """Mean evolved/original length ratio over the items that evolved."""
+    dev_size: int
+    lenient_parses: int
+    """Evolutions accepted without the final marker (lenient parse mode)."""
+    examples: list[dict[str, Any]]
+    """Per dev case: the evolved text or the failure reason."""
+
+
+class StepRecord(TypedDict):
+    """Everything one optimization step saw, proposed and chose."""
+
+    step: int
+    batch_row_ids: list[str]
+    trajectories: list[Trajectory]
+    feedback: list[Feedback]
+    candidates: list[dict[str, Any]]
+    """Each candidate with its score (None when it could not be validated)."""
+    incumbent: dict[str, Any]
+    kept_method_id: str
+    decision: str
+    """Why the kept method was kept."""
+
+
+class ChunkItem(TypedDict, total=False):
+    """An instruction moving through one generation chunk."""
+
+    id: str
+    root_id: str
+    parent_id: str | None
+    level: int
+    instruction: str
+    original: str
+    reference: Any
+    parent_instruction: str
+    raw: str
+    lenient: bool
+    evolution_failure: dict[str, str] | None
+    """reason and detail when the evolution broke a rule."""
+
+
+@dataclass(kw_only=True)
+class WorkflowState:
+    """State of the whole run: optimization history, then generation progress."""
+
+    train: list[Case] = field(default_factory=list)
+    """Rows the optimizer draws mini-batches from."""
+    dev: list[Case] = field(default_factory=list)
+    """Fixed rows every method is scored on."""
+    seed_count: int = 0
+    """Rows in the generation set (level 0)."""
+    rows_in: int = 0
+    """Rows read from the input, valid or not."""
+    step: int = 0
+    """Optimization steps completed."""
+    method: str = ""
+    """The method currently kept (the incumbent)."""
+    method_id: str = ""
+    """Its id: e0, or s<step>c<sample> for an adopted candidate."""
+    method_score: MethodScore | None = None
+    """The incumbent's dev score, computed once per method."""
+    e0_score: MethodScore | None = None
+    """The initial method's dev score, for the summary."""
+    batch: list[Case] = field(default_factory=list)
+    """This step's mini-batch."""
+    trajectories: list[Trajectory] = field(default_factory=list)
+    """This step's evolution chains."""
+    feedback: Annotated[list[Feedback], collect] = field(default_factory=list)
+    """This step's analyses, one per sample."""
+    candidates: Annotated[list[Candidate], collect] = field(default_factory=list)
+    """This step's proposed methods."""
+    scores: Annotated[list[MethodScore], collect] = field(default_factory=list)
+    """This step's dev scores."""
+    history: list[StepRecord] = field(default_factory=list)
+    """Every finished step, in order."""
+    stale_steps: int = 0
+    """Consecutive steps without a strictly better method."""
+    stop_reason: str = ""
+    """Why optimization ended."""
+    level: int = 0
+    """Generation level being built (0 before generation)."""
+    level_spans: dict[str, list[int]] = field(default_factory=dict)
+    """Per level, [start, end) byte offsets of its survivors in their file."""
+    level_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per level: parents, records, failures."""
+    phase_times: Annotated[dict[str, list[float]], merge_phase_times] = field(default_factory=dict)
+    """Per phase, [first start, last end] as Unix times."""
+
+
+class ValidationTask(TypedDict):
+    """What one validator branch scores."""
+
+    method_id: str
+    method: str
+    dev: list[Case]
+    """The fixed dev set, the same for every method."""
+
+
+class AnalysisTask(TypedDict):
+    """What one analyzer branch reads."""
+
+    sample_index: int
+    method: str
+    trajectories: list[Trajectory]
+
+
+class OptimizationTask(TypedDict):
+    """What one optimizer branch reads."""
+
+    sample_index: int
+    step: int
+    method: str
+    feedback: str
+
+
+@dataclass(kw_only=True)
+class GenerationState:
+    """State of one generation level, shared by key with the workflow state."""
+
+    level: int = 0
+    """The level being built."""
+    method: str = ""
+    method_id: str = ""
+    level_spans: dict[str, list[int]] = field(default_factory=dict)
+    level_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    cursor: int = 0
+    """Byte offset of the next parent to read."""
+    chunk: list[ChunkItem] = field(default_factory=list)
+    """Items of the chunk in flight; replaced, never accumulated."""
+    phase_times: Annotated[dict[str, list[float]], merge_phase_times] = field(default_factory=dict)
