@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -108,7 +108,7 @@ def _preset(name: str, role: Role) -> dict[str, Any]:
 
 def load_llm_config(preset_or_path: str, role: Role) -> LLMConfig:
     """Build a config from a preset name or a YAML file (which may start from `preset:`)."""
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))
     if preset_or_path in PRESET_NAMES:
         return LLMConfig(**_preset(preset_or_path, role))
     path = Path(preset_or_path)
@@ -132,7 +132,7 @@ def load_llm_config(preset_or_path: str, role: Role) -> LLMConfig:
 
 def choose_llm_configs(evol: str | None, optim: str | None) -> tuple[LLMConfig, LLMConfig, str]:
     """Resolve the two LLM flags; returns both configs and a one-line note on the choice."""
-    load_dotenv()
+    load_dotenv(find_dotenv(usecwd=True))
     if evol is None and optim is None:
         chosen = "deepseek" if os.environ.get("DEEPSEEK_API_KEY", "").strip() else "local"
         why = "DEEPSEEK_API_KEY is set" if chosen == "deepseek" else "no DEEPSEEK_API_KEY set"

@@ -28,7 +28,7 @@ def response_reason(rules, response):
     return failure.reason if failure else None
 
 
-# --- hangul_ratio -------------------------------------------------------------------
+# --- hangul_ratio ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_hangul_ratio(text, expected):
     assert hangul_ratio(text) == pytest.approx(expected)
 
 
-# --- good evolutions pass ------------------------------------------------------------
+# --- good evolutions pass --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_lenient_parse_is_judged_like_any_other(rules):
     assert rules.check_evolution(EN_ORIGINAL, ParsedText(EN_EVOLVED, lenient=True)) is None
 
 
-# --- unparseable and empty --------------------------------------------------------------
+# --- unparseable and empty -------------------------------------------------------------
 
 
 def test_unparseable(rules):
@@ -79,7 +79,7 @@ def test_single_word_is_not_empty(rules):
     assert evolution_reason(rules, "Say hi", "Say hello to three friends in Korean and English.") is None
 
 
-# --- runaway_length -------------------------------------------------------------------------
+# --- runaway_length --------------------------------------------------------------------
 
 
 def test_runaway_length_relative_to_original(rules):
@@ -109,7 +109,7 @@ def test_long_growth_within_limits_passes(rules):
     assert evolution_reason(rules, original, evolved) is None
 
 
-# --- unchanged -----------------------------------------------------------------------------------
+# --- unchanged -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -124,12 +124,28 @@ def test_unchanged(rules, original, evolved):
     assert evolution_reason(rules, original, evolved) == "unchanged"
 
 
+@pytest.mark.parametrize(
+    ("original", "evolved"),
+    [
+        (EN_ORIGINAL, "Write a short poem about the oceans."),
+        (
+            "바다에 관한 짧은 시를 써 주세요. 제목도 붙여 주세요. 그리고 세 줄로 써 주세요.",
+            "바다에 관한 짧은 시를 써 주세요. 제목도 붙여 주세요. 그리고 네 줄로 써 주세요.",
+        ),
+    ],
+)
+def test_near_copy_is_unchanged(rules, original, evolved):
+    failure = rules.check_evolution(original, ParsedText(evolved))
+    assert failure.reason == "unchanged"
+    assert failure.detail.startswith("similarity 0.9")
+
+
 def test_small_real_change_is_not_unchanged(rules):
     assert evolution_reason(rules, EN_ORIGINAL, "Write a short poem about the ocean in haiku form.") is None
     assert evolution_reason(rules, KO_ORIGINAL, "바다에 관한 짧은 시를 하이쿠 형식으로 써 주세요.") is None
 
 
-# --- prompt_leak ---------------------------------------------------------------------------------------
+# --- prompt_leak -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -147,7 +163,11 @@ def test_prompt_leak_english(rules, evolved):
 
 @pytest.mark.parametrize(
     "evolved",
-    ["주어진 프롬프트에 따라 밤바다에 관한 네 줄짜리 시를 써 주세요.", "재작성된 지시: 밤바다에 관한 네 줄짜리 시를 써 주세요."],
+    [
+        "주어진 프롬프트에 따라 밤바다에 관한 네 줄짜리 시를 써 주세요.",
+        "재작성된 지시: 밤바다에 관한 네 줄짜리 시를 써 주세요.",
+        "#계획#에 따라 밤바다에 관한 네 줄짜리 시를 써 주세요.",
+    ],
 )
 def test_prompt_leak_korean(rules, evolved):
     assert evolution_reason(rules, KO_ORIGINAL, evolved) == "prompt_leak"
@@ -167,7 +187,7 @@ def test_leak_word_inside_another_word_is_not_a_leak(rules):
     assert evolution_reason(rules, EN_ORIGINAL, evolved) is None
 
 
-# --- answered_instead --------------------------------------------------------------------------------
+# --- answered_instead ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -217,7 +237,7 @@ def test_answer_opener_already_in_original_is_allowed(rules):
     assert evolution_reason(rules, original, evolved) is None
 
 
-# --- language_changed ----------------------------------------------------------------------------------
+# --- language_changed ------------------------------------------------------------------
 
 
 def test_korean_in_english_out(rules):
@@ -241,7 +261,7 @@ def test_english_with_a_korean_word_is_kept(rules):
     assert evolution_reason(rules, EN_ORIGINAL, evolved) is None
 
 
-# --- order of evolution checks ---------------------------------------------------------------------------
+# --- order of evolution checks ---------------------------------------------------------
 
 
 def test_order_runaway_before_leak(rules):
@@ -263,7 +283,7 @@ def test_order_leak_before_answered_before_language(rules):
     )
 
 
-# --- check_response ------------------------------------------------------------------------------------------
+# --- check_response --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("response", ["", "   \n", "...", "😊"])
@@ -386,7 +406,7 @@ def test_response_detail_names_the_phrases(rules):
     assert failure == Failure("acknowledgement_question", 'starts with "sure"; ends with "?"')
 
 
-# --- loading custom and broken YAML ---------------------------------------------------------------------
+# --- loading custom and broken YAML ----------------------------------------------------
 
 
 def write(tmp_path, text, name="rules.yaml"):

@@ -1,0 +1,43 @@
+"""Shared fixtures: a fake-model world for unit tests, the real embedded server for integration."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from configuration import RunSettings, load_llm_config
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real embedded llama.cpp server, started once for the integration tests."""
+    from local_server import embedded_server
+
+    with embedded_server() as server:
+        yield server
+
+
+def fake_llm_config(role: str = "evol", **changes):
+    """The local preset pointed at nowhere: the fake model answers instead."""
+    config = load_llm_config("local", role)
+    return config.model_copy(update={"embedded": False, "base_url": "http://fake.invalid/v1", "concurrency": 4,
+                                     **changes})
+
+
+def make_settings(tmp_path: Path, **fields) -> RunSettings:
+    base = dict(data_path=str(REPO / "data" / "sample_seed.jsonl"), save_path=str(tmp_path / "out"),
+                evol_llm=fake_llm_config("evol"), optim_llm=fake_llm_config("optim"))
+    return RunSettings(**{**base, **fields})
+
+
+def run_workflow(settings: RunSettings, model, optim_model=None) -> dict:
+    """Run the whole graph with fake models; returns the final state values."""
+    from run import execute, prepare_directory
+
+    prepare_directory(settings, overwrite=False)
+    return asyncio.run(execute(settings, models={"evol": model, "optim": optim_model or model}, quiet=True))
