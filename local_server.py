@@ -123,3 +123,25 @@ def embedded_server(n_ctx: int = 4096, ready_timeout: float = 120.0) -> Iterator
         yield EmbeddedServer(base_url=base_url, pid=process.pid, log_path=log_path)
     finally:
         _stop(process)
+
+
+def _smoke(prompt: str) -> None:
+    """Start the embedded server, ask one question through the facade, print the answer."""
+    import asyncio
+
+    from configuration import load_llm_config
+    from llm_access import ChatLLM
+
+    with embedded_server() as server:
+        config = load_llm_config("local", "evol").model_copy(update={"base_url": server.base_url})
+        answer = asyncio.run(ChatLLM(config).complete(prompt, role="respond"))
+    print(answer.text)
+    print(f"[{config.model} at {server.base_url}: {answer.input_tokens} prompt tokens, "
+          f"{answer.output_tokens} completion tokens]", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        _smoke(" ".join(sys.argv[1:]) or "한국의 수도는 어디인가요? Answer in one sentence.")
+    except EmbeddedServerError as exc:
+        sys.exit(f"error: {exc}")

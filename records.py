@@ -113,12 +113,11 @@ def read_seed_set(settings: RunSettings) -> SeedSet:
 
 
 def _refusal_reason(instruction: Any) -> str | None:
-    if instruction is None:
-        return "missing_instruction"
+    # CSV reads an empty cell as None, so None and blank text are the same mistake.
+    if instruction is None or (isinstance(instruction, str) and not instruction.strip()):
+        return "empty_instruction"
     if not isinstance(instruction, str):
         return "non_string_instruction"
-    if not instruction.strip():
-        return "empty_instruction"
     return None
 
 

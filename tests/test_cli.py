@@ -1,0 +1,92 @@
+"""run.py as a user runs it: help, one-line errors, and a real run on the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SHARED_DATA
+
+
+def run_cli(*args, env_extra=None, timeout=900):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    env.pop("DEEPSEEK_API_KEY", None)
+    return subprocess.run([sys.executable, str(REPO / "run.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def test_help_lists_the_original_flags():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for flag in ("--data-path", "--train-size", "--dev-size", "--seed", "--batch-size", "--max-steps", "--loop",
+                 "--candidate-size", "--test-run", "--save-path", "--evol-llm-config", "--optim-llm-config",
+                 "--method-file", "--patience", "--instruction-field", "--input-field", "--response-field"):
+        assert flag in result.stdout
+
+
+def _assert_one_line_error(result, *needles):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in error_lines[0]
+
+
+def test_missing_key_is_one_line_naming_the_variable(tmp_path):
+    result = run_cli("--evol-llm-config", "deepseek", "--save-path", str(tmp_path / "o"))
+    _assert_one_line_error(result, "DEEPSEEK_API_KEY")
+
+
+def test_bad_numbers_are_refused_by_flag(tmp_path):
+    result = run_cli("--dev-size", "0")
+    assert result.returncode == 2 and "--dev-size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_max_step_alias_is_accepted(tmp_path):
+    from run import build_parser
+
+    assert build_parser().parse_args(["--max-step", "4"]).max_steps == 4
+
+
+@pytest.mark.integration
+def test_bad_data_is_one_line(tmp_path):
+    result = run_cli("--data-path", str(tmp_path / "nope.jsonl"), "--save-path", str(tmp_path / "o"))
+    _assert_one_line_error(result, "--data-path", "no such file")
+    data = tmp_path / "few.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"task {i}"}) + "\n" for i in range(5)))
+    result = run_cli("--data-path", str(data), "--train-size", "4", "--dev-size", "4", "--save-path", str(tmp_path / "p"))
+    _assert_one_line_error(result, "= 8", "only 5")
+
+
+@pytest.mark.integration
+def test_real_run_on_the_embedded_model(tmp_path):
+    out = tmp_path / "run"
+    args = ["--data-path", str(SHARED_DATA / "en_seed_tasks.jsonl"), "--input-field", "input",
+            "--response-field", "output", "--train-size", "2", "--dev-size", "2", "--batch-size", "2",
+            "--max-steps", "1", "--candidate-size", "2", "--loop", "2", "--test-run", "1", "--save-path", str(out)]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "local" in result.stderr and "dev failure rate: e0" in result.stdout
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    levels = run["counts"]["levels"]
+    assert levels["0"]["parents"] == 175 and levels["1"]["parents"] == 10
+    assert run["counts"]["accounting_holds"]
+    assert levels["2"]["parents"] == levels["1"]["records"]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert len(records) == levels["1"]["records"] + levels["2"]["records"]
+    assert all(f["reason"] for f in failures)
+    step = run["history"][0]
+    assert len(step["trajectories"]) == 2 and len(step["candidates"]) == 2
+    assert run["e0_score"]["dev_size"] == 2 and run["token_usage"]["evolve"]["output_tokens"] > 0
+    assert (out / "method.txt").read_text().strip() == run["method"]
+    # Running the finished command again makes no LLM call and changes nothing.
+    before = (out / "records.jsonl").read_text()
+    again = run_cli(*args)
+    assert again.returncode == 0 and "already complete" in again.stderr
+    assert (out / "records.jsonl").read_text() == before
