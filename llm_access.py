@@ -102,6 +102,10 @@ def build_chat_model(config: LLMConfig) -> BaseChatModel:
         timeout=config.timeout,
         max_retries=0,
         use_responses_api=False,
+        # Our own client: langchain-openai's shared default is bound to the first event
+        # loop that used it, and its pool should match this endpoint's concurrency.
+        http_async_client=httpx.AsyncClient(
+            timeout=config.timeout, limits=httpx.Limits(max_connections=max(1, config.concurrency) + 2)),
         # llama_cpp.server ignores max_completion_tokens, which is what langchain sends.
         extra_body={"max_tokens": config.max_tokens, **config.extra_body},
     )

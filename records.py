@@ -166,6 +166,7 @@ class RecordStore:
         self.failures_path = self.directory / "failures.jsonl"
         self._written: set[tuple[str, int]] = set()
         for path in (self.records_path, self.failures_path):
+            path.touch()  # both files exist even when one stays empty
             self._repair_partial_line(path)
             for _, item in self.iter_range(path, 0, None):
                 self._written.add((item["id"], item["level"]))
@@ -220,10 +221,14 @@ class RecordStore:
         return self.append(self.failures_path, items)
 
     def count_by_level(self) -> dict[str, Any]:
-        """Records per level and failures per stage and reason, read from the files."""
-        records = Counter(str(item["level"]) for _, item in self.iter_range(self.records_path, 0, None))
+        """Records (and lenient parses) per level and failures per stage and reason, read from the files."""
+        records, lenient = Counter(), Counter()
+        for _, item in self.iter_range(self.records_path, 0, None):
+            records[str(item["level"])] += 1
+            lenient[str(item["level"])] += item.get("parse") == "lenient"
         failures: dict[str, Counter] = {}
         for _, item in self.iter_range(self.failures_path, 0, None):
             failures.setdefault(item["stage"], Counter())[item["reason"]] += 1
         return {"records_per_level": dict(sorted(records.items())),
+                "lenient_parses_per_level": dict(sorted(lenient.items())),
                 "failures_per_stage": {stage: dict(c) for stage, c in sorted(failures.items())}}

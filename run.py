@@ -106,6 +106,9 @@ def print_summary(values: dict, settings: RunSettings) -> None:
     for level, counts in sorted(run["counts"]["levels"].items(), key=lambda kv: int(kv[0])):
         if level != "0":
             print(f"level {level}: {counts['parents']} in, {counts['records']} records, {counts['failures']} failures")
+    lenient = sum(run["counts"]["lenient_parses_per_level"].values())
+    if lenient:
+        print(f"{lenient} of the records were parsed leniently (no final marker in the model's answer)")
     if e0:
         print(f"dev failure rate: e0 {e0['failure_rate']:.3f} -> {run['method_id']} {final['failure_rate']:.3f} ({run['stop_reason']})")
     print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, run.json)")

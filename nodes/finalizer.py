@@ -23,7 +23,7 @@ def accounting_holds(level_counts: dict[str, dict[str, int]]) -> bool:
     for previous, current in zip(levels, levels[1:]):
         if level_counts[current]["parents"] != level_counts[previous]["records"]:
             return False
-    return all(c["parents"] == c["records"] + c["failures"] for c in level_counts.values())
+    return all(c["parents"] == c["records"] + c["failures"] + c.get("skipped", 0) for c in level_counts.values())
 
 
 def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:

@@ -45,6 +45,7 @@ async def load_data(state: WorkflowState, config: RunnableConfig) -> dict:
         "method": method,
         "method_id": method_id,
         "level_spans": {"0": [0, store.size(store.seeds_path)]},
+        # Level 0 is the input: every row is a seed, a refusal, or left out by --test-run.
         "level_counts": {"0": {"parents": len(seed_set.rows) + len(seed_set.refused), "records": len(seeds),
-                               "failures": len(seed_set.refused)}},
+                               "failures": len(seed_set.refused), "skipped": len(seed_set.rows) - len(seeds)}},
     }

@@ -90,3 +90,30 @@ def test_real_run_on_the_embedded_model(tmp_path):
     again = run_cli(*args)
     assert again.returncode == 0 and "already complete" in again.stderr
     assert (out / "records.jsonl").read_text() == before
+
+
+@pytest.mark.integration
+def test_kill_9_then_the_same_command_resumes_to_the_same_files(tmp_path):
+    import signal
+    import time
+
+    config = tmp_path / "greedy.yaml"
+    config.write_text("preset: local\ntemperature: 0.0\n")
+    common = ["--evol-llm-config", str(config), "--max-steps", "0", "--loop", "2", "--test-run", "1",
+              "--batch-size", "2"]
+    reference = run_cli(*common, "--save-path", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr[-1500:]
+
+    out = tmp_path / "crash"
+    args = [sys.executable, str(REPO / "run.py"), *common, "--save-path", str(out)]
+    victim = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / "records.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not records.exists() or records.read_text().count("\n") < 3):
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    resumed = run_cli(*common, "--save-path", str(out))
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr[-1500:]
+    for name in ("records.jsonl", "failures.jsonl"):
+        assert (out / name).read_text() == (tmp_path / "ref" / name).read_text(), name

@@ -180,6 +180,7 @@ def test_output_schema_and_utf8(tmp_path):
     step = run["history"][0]
     assert step["trajectories"] and step["feedback"] and step["candidates"][0]["score"]["failure_rate"] is not None
     assert (out / "method.txt").read_text(encoding="utf-8").strip() == run["method"]
+    assert run["counts"]["accounting_holds"] and run["counts"]["levels"]["0"]["skipped"] == 50
     assert set(run["phase_seconds"]) == {"load", "optimization", "generation"}
 
 
