@@ -65,7 +65,13 @@ class RoleUsage:
     """Token and call counters of one role (evolve, analyze, optimize, respond)."""
 
     calls: int = 0
+    """Logical calls, answered or not."""
     cached_calls: int = 0
+    """Calls answered from the cache, with no request."""
+    failed_calls: int = 0
+    """Calls that ended as a failure after their retries."""
+    requests: int = 0
+    """HTTP requests sent, retries included."""
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -166,21 +172,25 @@ class ChatLLM:
         messages = [HumanMessage(prompt)] if isinstance(prompt, str) else prompt
         key = self.cache_key(messages, sample_index)
         usage = self.usage[role]
+        usage.calls += 1
         if self.cache and (hit := self.cache.get(key)) is not None:
-            usage.calls += 1
             usage.cached_calls += 1
             return Completion(hit, 0, 0, cached=True)
-        completion = await self._complete_with_retries(messages, sample_index, accept)
-        usage.calls += 1
+        try:
+            completion = await self._complete_with_retries(messages, sample_index, accept, usage)
+        except LLMCallFailed:
+            usage.failed_calls += 1
+            raise
         usage.input_tokens += completion.input_tokens
         usage.output_tokens += completion.output_tokens
         if self.cache:
             self.cache.put(key, completion.text)
         return completion
 
-    async def _complete_with_retries(self, messages, sample_index, accept) -> Completion:
+    async def _complete_with_retries(self, messages, sample_index, accept, usage: RoleUsage) -> Completion:
         last_reason, last_detail = "error", ""
         for attempt in range(self.config.max_retries + 1):
+            usage.requests += 1
             try:
                 completion = await self._request(messages, sample_index, attempt)
             except Exception as exc:  # classified below; anything unknown is final
@@ -247,8 +257,6 @@ class LLMPool:
         for client in clients:
             for role, usage in client.usage.items():
                 total = merged[role]
-                total.calls += usage.calls
-                total.cached_calls += usage.cached_calls
-                total.input_tokens += usage.input_tokens
-                total.output_tokens += usage.output_tokens
+                for name, value in vars(usage).items():
+                    setattr(total, name, getattr(total, name) + value)
         return {role: vars(u) for role, u in sorted(merged.items())}

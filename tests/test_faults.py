@@ -30,5 +30,7 @@ def test_run_completes_with_20_percent_of_requests_faulted(tmp_path, embedded):
     assert run["counts"]["accounting_holds"]
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert all(f["reason"] for f in failures)
-    logical_calls = sum(u["calls"] - u["cached_calls"] for u in run["token_usage"].values())
-    assert proxy.requests <= logical_calls * (3 + 1)
+    usage = run["token_usage"].values()
+    logical_calls = sum(u["calls"] - u["cached_calls"] for u in usage)
+    assert proxy.requests == sum(u["requests"] for u in usage)
+    assert logical_calls < proxy.requests <= logical_calls * (3 + 1)
