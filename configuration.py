@@ -85,7 +85,7 @@ def _preset(name: str, role: Role) -> dict[str, Any]:
         return {
             "name": "local", "embedded": True, "model": "SmolLM2-135M-Instruct",
             "temperature": 0.6 if role == "optim" else 0.3, "top_p": 0.95,
-            "max_tokens": 384, "timeout": 300.0, "max_retries": 2,
+            "max_tokens": 256, "timeout": 300.0, "max_retries": 2,
             # The embedded server decodes about 2x slower with requests queued.
             "concurrency": 1, "parse_mode": "lenient", "seed": 0,
         }

@@ -80,9 +80,10 @@ def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
     """Refuse to mix two different runs in one directory; --overwrite starts fresh."""
     directory = Path(settings.save_path)
     if overwrite:
-        for name in RESULT_FILES:
+        leftovers = [directory / name for name in RESULT_FILES] + list(directory.glob("*.sqlite-*"))
+        for path in leftovers:  # sqlite may leave -wal / -journal files after a crash
             with contextlib.suppress(FileNotFoundError):
-                (directory / name).unlink()
+                path.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     saved = directory / "settings.json"
     current = settings.model_dump(mode="json")

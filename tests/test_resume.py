@@ -50,3 +50,39 @@ def test_a_crashed_run_resumes_to_the_same_files(tmp_path, crash_at):
     # flight at the crash (concurrency 4) are asked again.
     answered_before_crash = crash_at - 1
     assert len(resumed.calls) <= len(reference_model.calls) - answered_before_crash + 4
+
+
+def test_changed_settings_in_the_same_directory_are_refused_unless_overwrite(tmp_path):
+    from configuration import ConfigError
+    from run import prepare_directory
+
+    prepare_directory(make_settings(tmp_path, loop=2), overwrite=False)
+    (tmp_path / "out" / "records.jsonl").write_text('{"id": "x", "level": 1}\n')
+    with pytest.raises(ConfigError, match="loop changed") as error:
+        prepare_directory(make_settings(tmp_path, loop=3), overwrite=False)
+    assert "--overwrite" in str(error.value) and "\n" not in str(error.value)
+    prepare_directory(make_settings(tmp_path, loop=3), overwrite=True)
+    assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+def test_a_finished_run_asked_again_makes_no_llm_call(tmp_path):
+    settings = make_settings(tmp_path, max_steps=1, loop=1, test_run=True)
+    run_workflow(settings, ScriptedChatModel())
+    again = ScriptedChatModel()
+    run_workflow(settings, again)
+    assert again.calls == []
+
+
+def test_a_new_run_with_a_shared_cache_reuses_every_answer(tmp_path):
+    import asyncio
+
+    from run import execute, prepare_directory
+
+    cache = str(tmp_path / "shared_cache.sqlite")
+    first, second = ScriptedChatModel(), ScriptedChatModel()
+    for model, directory in ((first, "a"), (second, "b")):
+        settings = make_settings(tmp_path / directory, max_steps=1, loop=1, test_run=True)
+        prepare_directory(settings, overwrite=False)
+        asyncio.run(execute(settings, cache=cache, models={"evol": model, "optim": model}, quiet=True))
+    assert first.calls and second.calls == []
+    assert (tmp_path / "a" / "out" / "records.jsonl").read_text() == (tmp_path / "b" / "out" / "records.jsonl").read_text()
