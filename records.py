@@ -96,19 +96,22 @@ def read_seed_set(settings: RunSettings) -> SeedSet:
                        ("--input-field", settings.input_field), ("--response-field", settings.response_field)):
         if name is not None and name not in columns:
             raise ConfigError(f"{flag} '{name}' is not a column of {settings.data_path}; columns: {', '.join(columns)}")
-    seeds, seen_ids = SeedSet(), set()
+    seeds, seen_ids, first_with_text = SeedSet(), set(), {}
     for index, row in enumerate(table):
         row_id = str(row["id"]) if "id" in columns and row["id"] is not None else str(index)
         if row_id in seen_ids:
             row_id = f"{row_id}#{index}"  # keep ids unique without losing the row
         seen_ids.add(row_id)
         instruction = row[settings.instruction_field]
-        reason = _refusal_reason(instruction)
+        reason, detail = _refusal_reason(instruction), ""
+        seed = None if reason else _seed_row(row, row_id, instruction, settings)
+        if seed is not None and (first := first_with_text.setdefault(" ".join(seed["instruction"].split()), row_id)) != row_id:
+            reason, detail = "duplicate_instruction", f"same text as row {first}"
         if reason:
-            seeds.refused.append({"id": row_id, "root_id": row_id, "parent_id": None, "level": 0,
-                                  "stage": "input", "reason": reason, "raw": repr(instruction)[:500]})
+            seeds.refused.append({"id": row_id, "root_id": row_id, "parent_id": None, "level": 0, "stage": "input",
+                                  "reason": reason, "detail": detail, "raw": repr(instruction)[:500]})
             continue
-        seeds.rows.append(_seed_row(row, row_id, instruction, settings))
+        seeds.rows.append(seed)
     return seeds
 
 

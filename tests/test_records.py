@@ -87,3 +87,11 @@ def test_store_writes_each_key_once_and_repairs_a_half_written_line(tmp_path):
     assert reopened.add_records([{"id": "b.L1", "level": 1, "instruction": "done"}]) == 1
     lines = store.records_path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["a.L1", "b.L1"] and "한글" in lines[0]
+
+
+def test_duplicate_instructions_are_recorded_failures_naming_the_first_row(tmp_path):
+    rows = [{"id": "a", "instruction": "Same  task."}, {"id": "b", "instruction": "Other task."},
+            {"id": "c", "instruction": "Same task."}]
+    seeds = read_seed_set(make_settings(tmp_path, data_path=str(_write(tmp_path, "dups.jsonl", rows))))
+    assert [r["id"] for r in seeds.rows] == ["a", "b"]
+    assert [(f["id"], f["reason"], f["detail"]) for f in seeds.refused] == [("c", "duplicate_instruction", "same text as row a")]
