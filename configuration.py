@@ -182,6 +182,14 @@ class RunSettings(BaseModel):
     """Output directory."""
     method_file: str | None = None
     """Skip optimization and generate with this method."""
+    diversity: list[str] = Field(default_factory=lambda: ["dedup"])
+    """Diversity steps run on each level's survivors, in order: dedup, breadth, or module:function."""
+    dedup_threshold: float = Field(0.8, gt=0.0, le=1.0)
+    """Character n-gram Jaccard similarity at or above which two instructions are near-duplicates."""
+    breadth_ratio: float = Field(0.2, ge=0.0, le=1.0)
+    """Share of each level's survivors that inspire a brand-new instruction (breadth step)."""
+    equality_check: bool = False
+    """Ask the LLM whether each evolved instruction adds anything over its parent."""
     rules_path: str | None = None
     """Failure-rule YAML; None uses rules/failure_rules.yaml."""
     evol_llm: LLMConfig

@@ -14,6 +14,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from configuration import ConfigError, RunSettings, choose_llm_configs
 
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json",
@@ -34,9 +36,16 @@ def non_negative(value: str) -> int:
     return number
 
 
+def step_list(value: str) -> list[str]:
+    steps = [step.strip() for step in value.split(",") if step.strip()]
+    if not steps:
+        raise argparse.ArgumentTypeError("name at least one step, or none")
+    return steps
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = RunSettings.model_fields
-    d = lambda name: defaults[name].default  # noqa: E731
+    d = lambda name: defaults[name].get_default(call_default_factory=True)  # noqa: E731
     p = argparse.ArgumentParser(
         description="Evolve instruction data with an automatically optimized evolving method (Auto Evol-Instruct).",
         epilog="Real runs: --batch-size 10 --dev-size 50 --candidate-size 5 --max-steps 10 (the paper's sizes).",
@@ -59,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--loop", type=positive, default=d("loop"), help="evolution rounds per trajectory and generation levels (default: %(default)s)")
     opt.add_argument("--method-file", default=None, help="skip optimization and generate with this method (e.g. an earlier run's method.txt)")
     opt.add_argument("--rules", dest="rules_path", default=None, help="failure-rule YAML (default: rules/failure_rules.yaml)")
+    div = p.add_argument_group("diversity")
+    div.add_argument("--diversity", type=step_list, default=d("diversity"),
+                     help="comma-separated steps run on each level's survivors, in order: dedup, breadth, "
+                          "none, or your own module:function / file.py:function (default: dedup)")
+    div.add_argument("--dedup-threshold", type=float, default=d("dedup_threshold"),
+                     help="character 3-gram Jaccard similarity that makes a near-duplicate (default: %(default)s)")
+    div.add_argument("--breadth-ratio", type=float, default=d("breadth_ratio"),
+                     help="share of survivors per level that inspire a brand-new instruction (default: %(default)s)")
+    div.add_argument("--equality-check", action="store_true",
+                     help="ask the LLM whether each evolution adds anything over its parent; 'no' eliminates it")
     llm = p.add_argument_group("LLMs")
     llm.add_argument("--evol-llm-config", default=None, help="preset (local, deepseek, openai) or YAML file for the LLM that evolves and answers")
     llm.add_argument("--optim-llm-config", default=None, help="preset or YAML file for the LLM that analyses and optimizes; default: DeepSeek if DEEPSEEK_API_KEY is set, else local")
@@ -73,7 +92,12 @@ def settings_from(args: argparse.Namespace) -> tuple[RunSettings, str]:
     evol, optim, note = choose_llm_configs(args.evol_llm_config, args.optim_llm_config)
     fields = {name: getattr(args, name) for name in RunSettings.model_fields if hasattr(args, name)}
     fields["test_run"] = bool(args.test_run)
-    return RunSettings(**fields, evol_llm=evol, optim_llm=optim), note
+    try:
+        return RunSettings(**fields, evol_llm=evol, optim_llm=optim), note
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        flag = "--" + str(problem["loc"][0]).replace("_", "-")
+        raise ConfigError(f"{flag}: {problem['msg']}") from None
 
 
 def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
@@ -129,17 +153,23 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
         graph = build_graph(checkpointer=saver)
         config = {"configurable": {"thread_id": "run", "settings": settings, "resources": resources},
                   "recursion_limit": RECURSION_LIMIT}
-        snapshot = await graph.aget_state(config)
-        if snapshot.values and not snapshot.next:
-            print("this run is already complete; use --overwrite to run it again", file=sys.stderr)
-            return snapshot.values
-        graph_input = None if snapshot.next else {}
-        if snapshot.next:
-            print(f"resuming the run in {settings.save_path} at {', '.join(snapshot.next)}", file=sys.stderr)
-        async for update in graph.astream(graph_input, config, stream_mode="updates", subgraphs=True):
+        try:
+            snapshot = await graph.aget_state(config)
+            if snapshot.values and not snapshot.next:
+                print("this run is already complete; use --overwrite to run it again", file=sys.stderr)
+                return snapshot.values
+            graph_input = None if snapshot.next else {}
+            if snapshot.next:
+                print(f"resuming the run in {settings.save_path} at {', '.join(snapshot.next)}", file=sys.stderr)
+            async for update in graph.astream(graph_input, config, stream_mode="updates", subgraphs=True):
+                if not quiet:
+                    report_progress(update)
+            return (await graph.aget_state(config)).values
+        finally:
+            usage = resources.llms.usage_by_role().values()
             if not quiet:
-                report_progress(update)
-        return (await graph.aget_state(config)).values
+                print(f"LLM requests sent by this invocation: {sum(u['requests'] for u in usage)} "
+                      f"({sum(u['cached_calls'] for u in usage)} answers from the cache)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

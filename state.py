@@ -114,6 +114,10 @@ class ChunkItem(TypedDict, total=False):
     lenient: bool
     evolution_failure: dict[str, str] | None
     """reason and detail when the evolution broke a rule."""
+    elimination: dict[str, str]
+    """reason and detail when a diversity step eliminated the item."""
+    lineage: str
+    """"breadth" for an instruction a breadth step created (a new lineage)."""
 
 
 @dataclass(kw_only=True)

@@ -110,3 +110,36 @@ async def optimize(llm: ChatLLM, method: str, feedback: str, sample_index: int) 
         accept=lambda text: parse_optimized_method(text, mode).text is not None,
     )
     return parse_optimized_method(answer.text, mode), answer.text
+
+
+async def create_in_breadth(llm: ChatLLM, inspiration: dict, rules: FailureRules, level: int) -> dict:
+    """A new lineage: an instruction in the same domain as `inspiration`, rarer, of similar difficulty.
+
+    It passes the evolution rules against its inspiration (a paraphrase is `unchanged`);
+    a failure comes back marked with `elimination`, to be recorded like any other.
+    """
+    new_id = f"{inspiration['id']}.B"
+    item = {"id": new_id, "root_id": new_id, "parent_id": inspiration["id"], "level": level,
+            "original": None, "lineage": "breadth", "parent_instruction": inspiration["instruction"]}
+    mode: ParseMode = llm.config.parse_mode
+    try:
+        answer = await llm.complete(fill("breadth", instruction=inspiration["instruction"]), role="breadth",
+                                    accept=lambda text: parse_evolved_instruction(text, mode).text is not None)
+    except LLMCallFailed as exc:
+        return {**item, "instruction": None, "raw": "", "elimination": {"reason": exc.reason, "detail": exc.detail}}
+    parsed = parse_evolved_instruction(answer.text, mode)
+    failure = rules.check_evolution(inspiration["instruction"], parsed)
+    item.update(instruction=parsed.text, original=parsed.text, raw=answer.text, lenient=parsed.lenient)
+    if failure:
+        item["elimination"] = {"reason": failure.reason, "detail": failure.detail}
+    return item
+
+
+async def judge_information_gain(llm: ChatLLM, parent: str, evolved: str) -> bool:
+    """The LLM's yes/no: does `evolved` ask for anything `parent` does not? A failed call says yes."""
+    try:
+        answer = await llm.complete(fill("equality", parent=parent, evolved=evolved), role="equality")
+    except LLMCallFailed:
+        return True  # the judge is optional; it must not eliminate on its own failure
+    first_word = re.sub(r"[^a-z가-힣]", " ", answer.text.lower()).split()[:1]
+    return first_word not in (["no"], ["아니요"], ["아니오"], ["아니"])

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
+from quality import level_metrics
+from records import RecordStore
 from resources import resources_from
 from state import WorkflowState
 
@@ -19,12 +22,31 @@ def phase_seconds(phase_times: dict[str, list[float]]) -> dict[str, float]:
 
 
 def accounting_holds(level_counts: dict[str, dict[str, int]]) -> bool:
-    """Every parent of every level became a record or a failure, and every record is a parent of the next."""
+    """Every parent of every level (and every item a diversity step added) became a record or a
+    failure, and every record of a level is a parent of the next."""
     levels = sorted(level_counts, key=int)
     for previous, current in zip(levels, levels[1:]):
         if level_counts[current]["parents"] != level_counts[previous]["records"]:
             return False
-    return all(c["parents"] == c["records"] + c["failures"] + c.get("skipped", 0) for c in level_counts.values())
+    return all(c["parents"] + c.get("added", 0) == c["records"] + c["failures"] + c.get("skipped", 0)
+               for c in level_counts.values())
+
+
+def quality_by_level(store: RecordStore, level_counts: dict[str, dict[str, int]]) -> dict[str, dict]:
+    """Diversity and complexity metrics of the seeds and each level, with failure rates by reason."""
+    seeds = [item for _, item in store.iter_range(store.seeds_path, 0, None)]
+    records = [item for _, item in store.iter_range(store.records_path, 0, None)]
+    metrics = level_metrics(records, seeds)
+    failures: dict[str, Counter] = {}
+    for _, failure in store.iter_range(store.failures_path, 0, None):
+        failures.setdefault(str(failure["level"]), Counter())[failure["reason"]] += 1
+    for level, reasons in failures.items():
+        key = "seed" if level == "0" else level
+        counts = level_counts.get(level, {})
+        total = counts.get("parents", 0) + counts.get("added", 0)
+        if key in metrics:
+            metrics[key]["failure_rates"] = {r: round(n / max(1, total), 4) for r, n in reasons.most_common()}
+    return metrics
 
 
 def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
@@ -45,6 +67,7 @@ def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
             "accounting_holds": accounting_holds(state.level_counts),
             **resources.store.count_by_level(),
         },
+        "quality": quality_by_level(resources.store, state.level_counts),
         "token_usage": resources.llms.usage_by_role(),
         "phase_seconds": phase_seconds(state.phase_times),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -30,7 +30,8 @@ def chunk_size(resources: RunResources) -> int:
     return resources.settings.batch_size * max(1, resources.settings.evol_llm.concurrency)
 
 
-def _failure(item: ChunkItem, stage: str, reason: str, detail: str, raw: str) -> dict:
+def failure_record(item: ChunkItem, stage: str, reason: str, detail: str, raw: str) -> dict:
+    """The failures.jsonl line for an item that was eliminated at `stage`."""
     return {"id": item["id"], "root_id": item["root_id"], "parent_id": item["parent_id"], "level": item["level"],
             "stage": stage, "reason": reason, "detail": detail, "instruction": item.get("instruction"), "raw": raw}
 
@@ -83,7 +84,7 @@ async def eliminate(state: GenerationState, config: RunnableConfig) -> dict:
     """Reads the evolved chunk; writes failed evolutions to failures.jsonl and keeps the rest."""
     store = resources_from(config).store
     failed = [i for i in state.chunk if i.get("evolution_failure")]
-    store.add_failures([_failure(i, "evolve", i["evolution_failure"]["reason"], i["evolution_failure"]["detail"],
+    store.add_failures([failure_record(i, "evolve", i["evolution_failure"]["reason"], i["evolution_failure"]["detail"],
                                  i["raw"]) for i in failed])
     counts = dict(state.level_counts[str(state.level)])
     counts["failures"] += len(failed)
@@ -96,6 +97,8 @@ def _record(item: ChunkItem, response: str, method_id: str) -> dict:
               "instruction": item["instruction"], "response": response, "original": item["original"]}
     if "reference" in item:
         record["reference"] = item["reference"]
+    if item.get("lineage"):
+        record["lineage"] = item["lineage"]
     record["method_id"] = method_id
     record["parse"] = "lenient" if item.get("lenient") else "marker"
     return record
@@ -109,7 +112,7 @@ async def respond_chunk(state: GenerationState, config: RunnableConfig) -> dict:
     records, failures = [], []
     for item, answer in zip(state.chunk, answers):
         if answer.failure:
-            failures.append(_failure(item, "respond", answer.failure.reason, answer.failure.detail, answer.raw))
+            failures.append(failure_record(item, "respond", answer.failure.reason, answer.failure.detail, answer.raw))
         else:
             records.append(_record(item, answer.text, state.method_id))
     resources.store.add_failures(failures)

@@ -41,6 +41,10 @@ def task_of(prompt: str) -> str:
         return "analyze"
     if "#Instruction#\n" in prompt:
         return "evolve"
+    if "#Given Instruction#" in prompt:
+        return "breadth"
+    if prompt.startswith("Compare two versions of an instruction"):
+        return "equality"
     return "respond"
 
 
@@ -62,6 +66,13 @@ def default_responder(prompt: str, seed: int | None) -> str:
     if task == "optimize":
         method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
         return f"I tightened the rules.\n```Optimized Method\n{method}\nVariant {seed}.\n```"
+    if task == "breadth":
+        given = prompt.split("#Given Instruction#\n", 1)[1].split("\n\nWrite only", 1)[0]
+        topic = "희귀한 전통 발효 음식의 역사를 설명하세요." if _has_hangul(given) else \
+            f"Describe an unusual, little-known variant of this theme ({len(given)}): lichens on city walls."
+        return f"#Final Instruction#\n{topic}"
+    if task == "equality":
+        return "yes"
     answer = "이것은 자세한 답변입니다. 먼저 배경을 설명하고 예를 듭니다." if _has_hangul(prompt) else \
         "This is a detailed answer. First the background, then an example."
     return answer

@@ -117,3 +117,35 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_files(tmp_path):
     assert resumed.returncode == 0 and "resuming" in resumed.stderr, resumed.stderr[-1500:]
     for name in ("records.jsonl", "failures.jsonl"):
         assert (out / name).read_text() == (tmp_path / "ref" / name).read_text(), name
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            children += [int(c) for c in handle.read().split()]
+    return children
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_the_run_and_the_embedded_server(tmp_path):
+    import signal
+    import time
+
+    from test_local_server import _alive
+
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--save-path", str(out)], cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    server_pids = []
+    while time.monotonic() < deadline and not server_pids:
+        server_pids = [p for p in _children(run.pid) if "llama_cpp.server" in open(f"/proc/{p}/cmdline").read()]
+        time.sleep(0.2)
+    assert server_pids
+    time.sleep(3)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and "run the same command again to resume" in stderr
+    assert "Traceback" not in stderr
+    assert not _alive(server_pids[0])

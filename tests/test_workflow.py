@@ -116,10 +116,17 @@ def _failing_world(prompt: str, seed):
     return default_responder(prompt, seed)
 
 
+TOPICS = ["Why do cats purr?", "Plan a picnic menu.", "Explain compound interest.", "Write a haiku on rain.",
+          "How does a vaccine work?", "Compare tea and coffee.", "Sort a list in Python.", "Name three moons of Jupiter.",
+          "Describe the water cycle.", "Give tips for a job interview.", "What causes tides?", "Summarise Hamlet.",
+          "How do bees find flowers?", "Design a logo brief.", "Translate a recipe into metric units.",
+          "Why is the sky blue?", "List causes of inflation.", "Explain recursion to a child.",
+          "How are glaciers formed?", "Draft a polite complaint email."]
+
+
 def _numbered_data(tmp_path, rows=12):
     path = tmp_path / "numbered.jsonl"
-    lines = [json.dumps({"id": f"r{i:02d}", "instruction": f"Task {i:02d}: describe a habit of a healthy city."})
-             for i in range(rows)]
+    lines = [json.dumps({"id": f"r{i:02d}", "instruction": f"Task {i:02d}: {TOPICS[i]}"}) for i in range(rows)]
     lines.append(json.dumps({"id": "blank", "instruction": "   "}))
     lines.append(json.dumps({"id": "number", "instruction": 42}))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
