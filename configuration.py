@@ -64,6 +64,17 @@ class LLMConfig(BaseModel):
     """`lenient` accepts answers without the final marker (tiny local models)."""
     seed: int | None = None
     """Base sampling seed; sample i of a prompt sends seed+i. None sends no seed."""
+    input_price_per_million: float | None = None
+    """Optional price in USD per million prompt tokens, for cost reports."""
+    output_price_per_million: float | None = None
+    """Optional price in USD per million completion tokens."""
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        """USD for these tokens, or None when the config has no prices."""
+        if self.input_price_per_million is None and self.output_price_per_million is None:
+            return None
+        return (input_tokens * (self.input_price_per_million or 0.0)
+                + output_tokens * (self.output_price_per_million or 0.0)) / 1e6
 
     def api_key(self) -> str:
         """The key from the environment, or a one-line ConfigError naming the variable."""

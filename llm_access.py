@@ -46,6 +46,24 @@ class FatalLLMError(RuntimeError):
     """The endpoint cannot serve this run at all (bad key, unreachable); ends the run."""
 
 
+class BudgetReached(FatalLLMError):
+    """The token budget is spent; the run stops where a resume can pick it up."""
+
+
+@dataclass
+class TokenBudget:
+    """Tokens a run may spend in all, earlier invocations included."""
+
+    limit: int | None
+    used: int = 0
+
+    def check(self) -> None:
+        if self.limit is not None and self.used >= self.limit:
+            raise BudgetReached(
+                f"the token budget of {self.limit} is spent ({self.used} used): the run stopped and can be resumed "
+                "with the same command and a larger --max-budget-tokens")
+
+
 @dataclass(frozen=True)
 class Completion:
     """What one call returned, think blocks removed."""
@@ -143,10 +161,12 @@ def classify_error(exc: Exception) -> tuple[str, bool]:
 class ChatLLM:
     """A capped, retrying, caching, token-counting client for one endpoint."""
 
-    def __init__(self, config: LLMConfig, model: BaseChatModel | None = None, cache: AnswerCache | None = None):
+    def __init__(self, config: LLMConfig, model: BaseChatModel | None = None, cache: AnswerCache | None = None,
+                 budget: TokenBudget | None = None):
         self.config = config
         self.model = model or build_chat_model(config)
         self.cache = cache
+        self.budget = budget or TokenBudget(None)
         self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
         self._slots = asyncio.Semaphore(max(1, config.concurrency))
         self._rate_lock = asyncio.Lock()
@@ -176,6 +196,7 @@ class ChatLLM:
         if self.cache and (hit := self.cache.get(key)) is not None:
             usage.cached_calls += 1
             return Completion(hit, 0, 0, cached=True)
+        self.budget.check()
         try:
             completion = await self._complete_with_retries(messages, sample_index, accept, usage)
         except LLMCallFailed:
@@ -183,6 +204,7 @@ class ChatLLM:
             raise
         usage.input_tokens += completion.input_tokens
         usage.output_tokens += completion.output_tokens
+        self.budget.used += completion.input_tokens + completion.output_tokens
         if self.cache:
             self.cache.put(key, completion.text)
         return completion
@@ -249,14 +271,42 @@ class LLMPool:
 
     evol: ChatLLM
     optim: ChatLLM
-    extra: dict[str, Any] = field(default_factory=dict)
+    prior_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Usage of earlier invocations of this run (a resumed run adds to it)."""
+    prior_cost: dict[str, float] = field(default_factory=dict)
+    """USD per role spent by earlier invocations."""
+
+    def clients(self) -> list[ChatLLM]:
+        return [self.evol] if self.evol is self.optim else [self.evol, self.optim]
+
+    def usage_this_invocation(self) -> dict[str, dict[str, int]]:
+        """Counters of this process only, per role."""
+        return _merge([{role: vars(u) for role, u in client.usage.items()} for client in self.clients()])
 
     def usage_by_role(self) -> dict[str, dict[str, int]]:
-        merged: dict[str, RoleUsage] = defaultdict(RoleUsage)
-        clients = [self.evol] if self.evol is self.optim else [self.evol, self.optim]
-        for client in clients:
+        """Counters of the whole run, earlier invocations included."""
+        return _merge([self.prior_usage, self.usage_this_invocation()])
+
+    def cost(self) -> dict[str, Any] | None:
+        """USD per role and in total for this invocation plus earlier ones, when the configs have prices."""
+        by_role: dict[str, float] = defaultdict(float)
+        for client in self.clients():
             for role, usage in client.usage.items():
-                total = merged[role]
-                for name, value in vars(usage).items():
-                    setattr(total, name, getattr(total, name) + value)
-        return {role: vars(u) for role, u in sorted(merged.items())}
+                amount = client.config.cost(usage.input_tokens, usage.output_tokens)
+                if amount is not None:
+                    by_role[role] += amount
+        for role, amount in self.prior_cost.items():
+            by_role[role] += amount
+        if not by_role:
+            return None
+        return {"total_usd": round(sum(by_role.values()), 6), "by_role": {r: round(v, 6) for r, v in sorted(by_role.items())}}
+
+
+def _merge(tables: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    merged: dict[str, dict[str, int]] = {}
+    for table in tables:
+        for role, counters in table.items():
+            total = merged.setdefault(role, {})
+            for name, value in counters.items():
+                total[name] = total.get(name, 0) + value
+    return dict(sorted(merged.items()))

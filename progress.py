@@ -1,37 +1,78 @@
-"""Progress lines on stderr, derived from the graph's streamed updates."""
+"""Progress on stderr: tqdm bars fed by the graph's custom stream events, and one line per decision.
+
+Nodes emit the same events through LangGraph's stream writer (`resources.emit`), so
+Studio and API users see progress too (stream mode "custom").
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+
+from tqdm import tqdm
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+class ProgressDisplay:
+    """Bars for optimization steps, each method's dev validation and each generation level."""
 
+    def __init__(self, max_steps: int, enabled: bool = True):
+        self.enabled = enabled
+        self.max_steps = max_steps
+        self.bars: dict[str, tqdm] = {}
+        self.started = time.monotonic()
 
-def _describe(node: str, values: dict) -> str | None:
-    if node == "load_data":
-        return (f"data: {values['rows_in']} rows, {values['seed_count']} in the generation set, "
-                f"{len(values['train'])} train, {len(values['dev'])} dev")
-    if node == "evolver":
-        stopped = sum(1 for t in values["trajectories"] if t["failure"])
-        return f"optimization: evolved {len(values['trajectories'])} trajectories ({stopped} stopped early)"
-    if node == "validator":
-        score = values["scores"][0]
-        return f"  {score['method_id']}: dev failure rate {score['failure_rate']:.3f} {score['failures_by_reason']}"
-    if node == "selector":
-        record = values["history"][-1]
-        return f"step {record['step']}: kept {record['kept_method_id']}: {record['decision']}"
-    if node == "respond":
-        level = max(values["level_counts"], key=int)
-        counts = values["level_counts"][level]
-        return f"  level {level}: {counts['parents']} parents read, {counts['records']} records, {counts['failures']} failures"
-    return None
+    def _bar(self, key: str, description: str, total: int) -> tqdm:
+        bar = self.bars.get(key)
+        if bar is None:
+            bar = tqdm(total=total, desc=description, file=sys.stderr, leave=True, dynamic_ncols=True,
+                       disable=not self.enabled)
+            self.bars[key] = bar
+        return bar
 
+    def say(self, line: str) -> None:
+        if self.enabled:
+            tqdm.write(line, file=sys.stderr)
 
-def report_progress(event: tuple) -> None:
-    """One line per trajectory batch, validation, step decision and generation chunk."""
-    _namespace, update = event
-    for node, values in (update or {}).items():
-        if isinstance(values, dict) and (line := _describe(node, values)):
-            _say(line)
+    def on_event(self, event: dict) -> None:
+        """A custom stream event from a node."""
+        kind = event.get("event")
+        if kind == "validation":
+            bar = self._bar(f"validation:{event['method_id']}", f"dev {event['method_id']}", event["total"])
+            bar.n = event["done"]
+            bar.refresh()
+        elif kind == "level":
+            bar = self._bar(f"level:{event['level']}", f"level {event['level']}", event["total"])
+            bar.total = max(bar.total or 0, event["total"])
+            bar.n = event["done"]
+            rate = event["output_tokens"] / max(1e-9, time.monotonic() - self.started)
+            bar.set_postfix(failures=event["failures"], tok_s=f"{rate:.0f}")
+        elif kind == "step":
+            bar = self._bar("steps", "optimization steps", self.max_steps)
+            bar.n = event["step"]
+            bar.refresh()
+
+    def on_update(self, node: str, values: dict) -> None:
+        """A node's state update; decisions get a line of their own."""
+        if node == "load_data":
+            self.say(f"data: {values['rows_in']} rows, {values['seed_count']} in the generation set, "
+                     f"{len(values['train'])} train, {len(values['dev'])} dev")
+        elif node == "validator":
+            score = values["scores"][0]
+            self.say(f"  {score['method_id']}: dev failure rate {score['failure_rate']:.3f} {score['failures_by_reason']}")
+        elif node == "selector":
+            record = values["history"][-1]
+            self.say(f"step {record['step']}: kept {record['kept_method_id']}: {record['decision']}")
+
+    def handle(self, chunk: tuple) -> None:
+        """One item of `astream(stream_mode=["updates", "custom"], subgraphs=True)`."""
+        _namespace, mode, data = chunk
+        if mode == "custom" and isinstance(data, dict):
+            self.on_event(data)
+        elif mode == "updates":
+            for node, values in (data or {}).items():
+                if isinstance(values, dict):
+                    self.on_update(node, values)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()

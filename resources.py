@@ -7,19 +7,23 @@ settings, so every node of a run talks to the same clients and files.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
 
 from configuration import RunSettings
 from failure_rules import FailureRules
-from llm_access import AnswerCache, ChatLLM, LLMPool
+from llm_access import AnswerCache, ChatLLM, LLMPool, TokenBudget
 from records import RecordStore
 
 _BUILT: dict[str, "RunResources"] = {}
+USAGE_FILE = "usage.json"
 
 
 @dataclass
@@ -31,9 +35,17 @@ class RunResources:
     store: RecordStore
     rules: FailureRules
 
+    def save_usage(self) -> None:
+        """Write the run's token usage and cost so far; the next invocation starts from it."""
+        usage = {"token_usage": self.llms.usage_by_role(), "cost": self.llms.cost()}
+        path = Path(self.settings.save_path) / USAGE_FILE
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(usage, indent=2), encoding="utf-8")
+        os.replace(temporary, path)
+
     @classmethod
-    def build(cls, settings: RunSettings, embedded_url: str | None = None,
-              cache_path: str | Path | None = None, models: dict | None = None) -> "RunResources":
+    def build(cls, settings: RunSettings, embedded_url: str | None = None, cache_path: str | Path | None = None,
+              models: dict | None = None, max_budget_tokens: int | None = None) -> "RunResources":
         """Clients, store and rules for these settings.
 
         `embedded_url` is where the embedded server listens this time; it is kept out of
@@ -42,16 +54,26 @@ class RunResources:
         """
         cache = AnswerCache(cache_path or Path(settings.save_path) / "llm_cache.sqlite")
         models = models or {}
+        prior = _prior_usage(Path(settings.save_path) / USAGE_FILE)
+        spent = sum(u.get("input_tokens", 0) + u.get("output_tokens", 0) for u in prior["token_usage"].values())
+        budget = TokenBudget(max_budget_tokens, used=spent)
 
         def client(config, role):
             if config.embedded:
                 config = config.model_copy(update={"base_url": embedded_url})
-            return ChatLLM(config, model=models.get(role), cache=cache)
+            return ChatLLM(config, model=models.get(role), cache=cache, budget=budget)
 
         evol = client(settings.evol_llm, "evol")
         same = settings.optim_llm == settings.evol_llm and "optim" not in models
         optim = evol if same else client(settings.optim_llm, "optim")
-        return cls(settings, LLMPool(evol, optim), RecordStore(settings.save_path), FailureRules.load(settings.rules_path))
+        pool = LLMPool(evol, optim, prior_usage=prior["token_usage"], prior_cost=(prior["cost"] or {}).get("by_role", {}))
+        return cls(settings, pool, RecordStore(settings.save_path), FailureRules.load(settings.rules_path))
+
+
+def _prior_usage(path: Path) -> dict:
+    if not path.exists():
+        return {"token_usage": {}, "cost": None}
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def resources_from(config: RunnableConfig) -> RunResources:
@@ -81,3 +103,12 @@ def timed(phase: str):
         return wrapper
 
     return decorate
+
+
+def emit(event: dict) -> None:
+    """Send a progress event on LangGraph's custom stream; a no-op when nobody streams it."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:  # called outside a graph run (unit tests of a node's helpers)
+        return
+    writer(event)

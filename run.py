@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from configuration import ConfigError, RunSettings, choose_llm_configs
 
-RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json",
-                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite")
+RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
+                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json")
 
 
 def positive(value: str) -> int:
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--save-path", default=d("save_path"), help="output directory (default: %(default)s)")
     out.add_argument("--cache", default=None, help="LLM answer cache file, shareable across runs (default: SAVE_PATH/llm_cache.sqlite)")
     out.add_argument("--overwrite", action="store_true", help="delete an earlier run in SAVE_PATH and start fresh")
+    out.add_argument("--quiet", action="store_true", help="no progress bars or progress lines on stderr")
+    out.add_argument("--dry-run", action="store_true",
+                     help="print the planned LLM calls per phase and estimated tokens and cost, then exit")
+    out.add_argument("--max-budget-tokens", type=positive, default=None,
+                     help="stop cleanly (resumable) once the run has used this many tokens in all")
+    out.add_argument("--report-only", metavar="DIR", default=None,
+                     help="rebuild DIR/report.html from an existing run and exit")
     return p
 
 
@@ -140,15 +147,17 @@ def print_summary(values: dict, settings: RunSettings) -> None:
 
 
 async def execute(settings: RunSettings, embedded_url: str | None = None, cache: str | None = None,
-                  models: dict | None = None, quiet: bool = False) -> dict:
+                  models: dict | None = None, quiet: bool = False, max_budget_tokens: int | None = None) -> dict:
     """Run (or resume) the workflow; `models` swaps in chat models by role, for tests."""
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from graph.workflow import build_graph
-    from progress import report_progress
+    from progress import ProgressDisplay
     from resources import RunResources
 
-    resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache, models=models)
+    resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache, models=models,
+                                   max_budget_tokens=max_budget_tokens)
+    display = ProgressDisplay(settings.max_steps, enabled=not quiet)
     async with AsyncSqliteSaver.from_conn_string(str(Path(settings.save_path) / "checkpoints.sqlite")) as saver:
         graph = build_graph(checkpointer=saver)
         config = {"configurable": {"thread_id": "run", "settings": settings, "resources": resources},
@@ -161,15 +170,34 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
             graph_input = None if snapshot.next else {}
             if snapshot.next:
                 print(f"resuming the run in {settings.save_path} at {', '.join(snapshot.next)}", file=sys.stderr)
-            async for update in graph.astream(graph_input, config, stream_mode="updates", subgraphs=True):
-                if not quiet:
-                    report_progress(update)
+            async for chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"], subgraphs=True):
+                display.handle(chunk)
             return (await graph.aget_state(config)).values
         finally:
-            usage = resources.llms.usage_by_role().values()
+            display.close()
+            resources.save_usage()
+            usage = resources.llms.usage_this_invocation().values()
             if not quiet:
-                print(f"LLM requests sent by this invocation: {sum(u['requests'] for u in usage)} "
-                      f"({sum(u['cached_calls'] for u in usage)} answers from the cache)", file=sys.stderr)
+                print(f"LLM requests sent by this invocation: {sum(u.get('requests', 0) for u in usage)} "
+                      f"({sum(u.get('cached_calls', 0) for u in usage)} answers from the cache)", file=sys.stderr)
+
+
+def dry_run(settings: RunSettings) -> None:
+    """Print the plan of calls and tokens; no server is started and no LLM is called."""
+    from planning import format_plan, plan_run
+    from records import generation_rows, read_seed_set
+
+    rows = generation_rows(read_seed_set(settings).rows, settings)
+    print(format_plan(plan_run(settings, [row["instruction"] for row in rows])))
+    print(f"({len(rows)} instructions in the generation set; see planning.py for how tokens are estimated)")
+
+
+def report_only(directory: str) -> None:
+    from report import write_report
+
+    if not (Path(directory) / "run.json").is_file():
+        raise ConfigError(f"--report-only {directory}: no run.json there (is it a run directory?)")
+    print(write_report(directory))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,12 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     from local_server import EmbeddedServerError, embedded_server
 
     try:
+        if args.report_only:
+            report_only(args.report_only)
+            return 0
         settings, note = settings_from(args)
         print(note, file=sys.stderr)
+        if args.dry_run:
+            dry_run(settings)
+            return 0
         prepare_directory(settings, args.overwrite)
         needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
         with embedded_server() if needs_server else contextlib.nullcontext() as server:
-            values = asyncio.run(execute(settings, server.base_url if server else None, args.cache))
+            values = asyncio.run(execute(settings, server.base_url if server else None, args.cache,
+                                         quiet=args.quiet, max_budget_tokens=args.max_budget_tokens))
         print_summary(values, settings)
         return 0
     except (ConfigError, EmbeddedServerError, FatalLLMError) as exc:

@@ -10,7 +10,7 @@ import asyncio
 
 from langchain_core.runnables import RunnableConfig
 
-from resources import RunResources, resources_from, timed
+from resources import RunResources, emit, resources_from, timed
 from state import ChunkItem, GenerationState
 from tasks import evolve, respond
 
@@ -120,7 +120,15 @@ async def respond_chunk(state: GenerationState, config: RunnableConfig) -> dict:
     counts = dict(state.level_counts[str(state.level)])
     counts["failures"] += len(failures)
     counts["records"] += len(records)
+    emit_level_progress(state, counts, resources)
     return {"chunk": [], "level_counts": {**state.level_counts, str(state.level): counts}}
+
+
+def emit_level_progress(state: GenerationState, counts: dict[str, int], resources: RunResources) -> None:
+    total = state.level_counts[str(state.level - 1)]["records"] + counts.get("added", 0)
+    output_tokens = sum(u.get("output_tokens", 0) for u in resources.llms.usage_this_invocation().values())
+    emit({"event": "level", "level": state.level, "done": counts["records"] + counts["failures"], "total": total,
+          "failures": counts["failures"], "output_tokens": output_tokens})
 
 
 @timed("generation")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langchain_core.runnables import RunnableConfig
 
-from resources import resources_from, timed
+from resources import emit, resources_from, timed
 from state import MethodScore, StepRecord, WorkflowState
 
 
@@ -69,4 +69,5 @@ async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
         update["e0_score"] = incumbent
     if adopt:
         update.update(method=methods[kept["method_id"]], method_id=kept["method_id"])
+    emit({"event": "step", "step": step, "kept": kept["method_id"], "failure_rate": kept["failure_rate"]})
     return update

@@ -7,7 +7,7 @@ from collections import Counter
 
 from langchain_core.runnables import RunnableConfig
 
-from resources import RunResources, resources_from, timed
+from resources import RunResources, emit, resources_from, timed
 from state import Case, MethodScore, ValidationTask
 from tasks import evolve, respond
 
@@ -45,5 +45,14 @@ def summarize(method_id: str, results: list[dict]) -> MethodScore:
 async def validator(task: ValidationTask, config: RunnableConfig) -> dict:
     """Reads one method from a Send and the dev set; writes its dev score."""
     resources = resources_from(config)
-    results = await asyncio.gather(*(_dev_case(case, task["method"], resources) for case in task["dev"]))
+    done = 0
+
+    async def scored(case: Case) -> dict:
+        nonlocal done
+        result = await _dev_case(case, task["method"], resources)
+        done += 1
+        emit({"event": "validation", "method_id": task["method_id"], "done": done, "total": len(task["dev"])})
+        return result
+
+    results = await asyncio.gather(*(scored(case) for case in task["dev"]))
     return {"scores": [summarize(task["method_id"], list(results))]}

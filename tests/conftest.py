@@ -35,9 +35,9 @@ def make_settings(tmp_path: Path, **fields) -> RunSettings:
     return RunSettings(**{**base, **fields})
 
 
-def run_workflow(settings: RunSettings, model, optim_model=None) -> dict:
+def run_workflow(settings: RunSettings, model, optim_model=None, **options) -> dict:
     """Run the whole graph with fake models; returns the final state values."""
     from run import execute, prepare_directory
 
     prepare_directory(settings, overwrite=False)
-    return asyncio.run(execute(settings, models={"evol": model, "optim": optim_model or model}, quiet=True))
+    return asyncio.run(execute(settings, models={"evol": model, "optim": optim_model or model}, quiet=True, **options))
