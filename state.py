@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
+from configuration import RunSettings
+
 
 def collect(existing: list, update: list | None) -> list:
     """Reducer for per-step lists: parallel `Send` branches append; None clears for the next step."""
@@ -120,8 +122,40 @@ class ChunkItem(TypedDict, total=False):
     """"breadth" for an instruction a breadth step created (a new lineage)."""
 
 
+def _setting(name: str):
+    return field(default=RunSettings.model_fields[name].default)
+
+
 @dataclass(kw_only=True)
-class WorkflowState:
+class RunInput:
+    """The run's settings as LangGraph Studio's input form shows them.
+
+    run.py passes its full settings in the config instead, and these stay unused.
+    """
+
+    data_path: str = _setting("data_path")
+    """HF dataset name or a .json/.jsonl/.csv/.parquet path (relative to the project)."""
+    instruction_field: str = _setting("instruction_field")
+    input_field: str | None = None
+    response_field: str | None = None
+    train_size: int = _setting("train_size")
+    dev_size: int = _setting("dev_size")
+    batch_size: int = _setting("batch_size")
+    max_steps: int = _setting("max_steps")
+    candidate_size: int = _setting("candidate_size")
+    loop: int = _setting("loop")
+    test_run: bool = True
+    """Generate for the first 10 rows only (Studio runs are for looking, not for producing data)."""
+    diversity: str = "dedup"
+    """Comma-separated diversity steps."""
+    save_path: str = "evolution_result/studio"
+    evol_llm_config: str | None = None
+    """Preset (local, deepseek, openai) or YAML path; empty chooses as run.py does."""
+    optim_llm_config: str | None = None
+
+
+@dataclass(kw_only=True)
+class WorkflowState(RunInput):
     """State of the whole run: optimization history, then generation progress."""
 
     train: list[Case] = field(default_factory=list)

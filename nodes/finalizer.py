@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,6 +14,7 @@ from langchain_core.runnables import RunnableConfig
 
 from quality import level_metrics
 from records import RecordStore
+from report import write_report
 from resources import resources_from
 from state import WorkflowState
 
@@ -80,6 +83,10 @@ async def finalize(state: WorkflowState, config: RunnableConfig) -> dict:
     directory = Path(resources_from(config).settings.save_path)
     write_atomically(directory / "method.txt", state.method + "\n")
     write_atomically(directory / "run.json", json.dumps(run_summary(state, config), ensure_ascii=False, indent=2))
+    try:
+        await asyncio.to_thread(write_report, directory)
+    except Exception as exc:  # the data is safe in run.json; a plotting problem must not fail the run
+        print(f"warning: report.html could not be written ({exc}); retry with --report-only", file=sys.stderr)
     return {}
 
 

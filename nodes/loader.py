@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
 from configuration import ConfigError
 from records import generation_rows, read_seed_set, split_train_dev
-from resources import resources_from, timed
+from resources import start_resources, timed
 from state import Case, WorkflowState
 from tasks import initial_method
 
@@ -29,7 +30,12 @@ def _starting_method(method_file: str | None) -> tuple[str, str]:
 @timed("load")
 async def load_data(state: WorkflowState, config: RunnableConfig) -> dict:
     """Reads the data file; writes seeds.jsonl and input refusals, and sets train, dev and the method."""
-    resources = resources_from(config)
+    # Reading a dataset (and, from Studio, starting the embedded server) blocks: keep it off the loop.
+    return await asyncio.to_thread(_load, state, config)
+
+
+def _load(state: WorkflowState, config: RunnableConfig) -> dict:
+    resources = start_resources(state, config)
     settings, store = resources.settings, resources.store
     seed_set = read_seed_set(settings)
     method, method_id = _starting_method(settings.method_file)

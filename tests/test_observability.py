@@ -22,7 +22,7 @@ def test_nodes_emit_progress_events_on_the_custom_stream(tmp_path):
     prepare_directory(settings, overwrite=False)
     model = ScriptedChatModel()
     resources = RunResources.build(settings, models={"evol": model, "optim": model})
-    config = {"configurable": {"thread_id": "t", "settings": settings, "resources": resources}, "recursion_limit": 500}
+    config = {"configurable": {"thread_id": "t", "resources": resources}, "recursion_limit": 500}
 
     async def collect():
         return [data async for _, mode, data in
