@@ -63,10 +63,11 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Runs in the child before exec: the kernel sends SIGTERM when our process dies,
-    # so even a kill -9 of the parent leaves no orphaned server behind.
+    # Runs in the child before exec: the kernel kills the server when the thread that
+    # started it dies, so even a kill -9 of the parent leaves no orphan. SIGKILL, because
+    # a busy server's graceful SIGTERM shutdown waits for its generation to finish.
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _server_command(model: Path, port: int, n_ctx: int) -> list[str]:
