@@ -14,6 +14,7 @@ from records import RecordStore
 NGRAM = 3
 NUM_PERM = 64
 _SPACES = re.compile(r"\s+")
+_TEMPLATE = MinHash(num_perm=NUM_PERM)
 
 
 def shingles(text: str, n: int = NGRAM) -> set[bytes]:
@@ -35,7 +36,8 @@ class NearDuplicateIndex:
 
     @staticmethod
     def _signature(text: str) -> MinHash:
-        signature = MinHash(num_perm=NUM_PERM)
+        # Reusing the permutations skips datasketch's per-object setup, most of the cost.
+        signature = MinHash(num_perm=NUM_PERM, permutations=_TEMPLATE.permutations, scheme=_TEMPLATE.scheme)
         signature.update_batch(list(shingles(text)))
         return signature
 

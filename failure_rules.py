@@ -37,27 +37,16 @@ class Failure:
 # --- language ------------------------------------------------------------------
 
 
-def _is_hangul(char: str) -> bool:
-    code = ord(char)
-    return (
-        0xAC00 <= code <= 0xD7A3  # syllables
-        or 0x1100 <= code <= 0x11FF  # jamo
-        or 0x3130 <= code <= 0x318F  # compatibility jamo
-        or 0xA960 <= code <= 0xA97F  # jamo extended-A
-        or 0xD7B0 <= code <= 0xD7FF  # jamo extended-B
-    )
-
-
-def _letters(text: str) -> list[str]:
-    return [char for char in text if char.isalpha()]
+_HANGUL = re.compile("[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\ud7b0-\ud7ff]")
 
 
 def hangul_ratio(text: str) -> float:
     """Share of letters that are Hangul; digits, spaces and punctuation do not count."""
-    letters = _letters(text)
+    # Counted with C-level helpers: this runs on every evolution and every record's metrics.
+    letters = sum(map(str.isalpha, text))
     if not letters:
         return 0.0
-    return sum(_is_hangul(char) for char in letters) / len(letters)
+    return len(_HANGUL.findall(text)) / letters
 
 
 # --- text normalization for phrase matching ------------------------------------
@@ -318,10 +307,12 @@ def _load_rules(file: _RulesFile, section: str, raw: Any) -> tuple[PhraseRule, .
 # --- the checks -------------------------------------------------------------------
 
 
+_NOT_WORD = re.compile(r"[^\w\s]+")
+
+
 def _squash(text: str) -> str:
     # A changed full stop or capital letter is no evolution.
-    kept = "".join(" " if unicodedata.category(char).startswith("P") else char for char in text)
-    return " ".join(kept.split()).casefold()
+    return " ".join(_NOT_WORD.sub(" ", text).split()).casefold()
 
 
 class FailureRules:
@@ -383,14 +374,18 @@ class FailureRules:
         before, after = _squash(original), _squash(text)
         if before == after:
             return Failure("unchanged", "identical apart from case, spacing and punctuation")
-        similarity = difflib.SequenceMatcher(None, before, after).ratio()
-        if similarity >= self.thresholds.unchanged_similarity:
+        matcher, limit = difflib.SequenceMatcher(None, before, after), self.thresholds.unchanged_similarity
+        # The cheap upper bounds rule most evolutions out before the quadratic ratio().
+        if matcher.real_quick_ratio() < limit or matcher.quick_ratio() < limit:
+            return None
+        similarity = matcher.ratio()
+        if similarity >= limit:
             return Failure("unchanged", f"similarity {similarity:.3f}")
         return None
 
     def _language_changed(self, original: str, text: str) -> Failure | None:
         limits = self.thresholds
-        if len(_letters(original)) < limits.language_min_letters:
+        if sum(map(str.isalpha, original)) < limits.language_min_letters:
             return None  # numbers or symbols only: no language to keep
         before, after = hangul_ratio(original), hangul_ratio(text)
         korean_lost = (
