@@ -177,9 +177,9 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
             display.close()
             resources.save_usage()
             usage = resources.llms.usage_this_invocation().values()
-            if not quiet:
-                print(f"LLM requests sent by this invocation: {sum(u.get('requests', 0) for u in usage)} "
-                      f"({sum(u.get('cached_calls', 0) for u in usage)} answers from the cache)", file=sys.stderr)
+            # Printed even with --quiet: it is the one figure that tells what a resume cost.
+            print(f"LLM requests sent by this invocation: {sum(u.get('requests', 0) for u in usage)} "
+                  f"({sum(u.get('cached_calls', 0) for u in usage)} answers from the cache)", file=sys.stderr)
 
 
 def dry_run(settings: RunSettings) -> None:
