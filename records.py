@@ -154,6 +154,13 @@ def generation_rows(rows: list[dict], settings: RunSettings) -> list[dict]:
     return rows[:TEST_RUN_ROWS] if settings.test_run else rows
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write a temp file, then rename: a crash leaves the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def _dump(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 

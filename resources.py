@@ -8,7 +8,6 @@ settings, so every node of a run talks to the same clients and files.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from functools import wraps
@@ -21,7 +20,7 @@ from configuration import ConfigError, RunSettings, choose_llm_configs
 from failure_rules import FailureRules
 from local_server import shared_embedded_server
 from llm_access import AnswerCache, ChatLLM, LLMPool, TokenBudget
-from records import RecordStore
+from records import RecordStore, write_atomically
 
 _BUILT: dict[str, "RunResources"] = {}  # Studio runs, by thread id
 USAGE_FILE = "usage.json"
@@ -39,10 +38,7 @@ class RunResources:
     def save_usage(self) -> None:
         """Write the run's token usage and cost so far; the next invocation starts from it."""
         usage = {"token_usage": self.llms.usage_by_role(), "cost": self.llms.cost()}
-        path = Path(self.settings.save_path) / USAGE_FILE
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(usage, indent=2), encoding="utf-8")
-        os.replace(temporary, path)
+        write_atomically(Path(self.settings.save_path) / USAGE_FILE, json.dumps(usage, indent=2))
 
     @classmethod
     def build(cls, settings: RunSettings, embedded_url: str | None = None, cache_path: str | Path | None = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -13,7 +12,7 @@ from pathlib import Path
 from langchain_core.runnables import RunnableConfig
 
 from quality import level_metrics
-from records import RecordStore
+from records import RecordStore, write_atomically
 from report import write_report
 from resources import resources_from
 from state import WorkflowState
@@ -89,9 +88,3 @@ async def finalize(state: WorkflowState, config: RunnableConfig) -> dict:
         print(f"warning: report.html could not be written ({exc}); retry with --report-only", file=sys.stderr)
     return {}
 
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write a temp file, then rename: a crash leaves the old file or the new one, never half of one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
