@@ -206,9 +206,6 @@ class ChatLLM:
         except LLMCallFailed:
             usage.failed_calls += 1
             raise
-        usage.input_tokens += completion.input_tokens
-        usage.output_tokens += completion.output_tokens
-        self.budget.used += completion.input_tokens + completion.output_tokens
         if self.cache:
             self.cache.put(key, completion.text)
         return completion
@@ -219,6 +216,10 @@ class ChatLLM:
             usage.requests += 1
             try:
                 completion = await self._request(messages, sample_index, attempt)
+                # Every answer costs tokens, the rejected ones too.
+                usage.input_tokens += completion.input_tokens
+                usage.output_tokens += completion.output_tokens
+                self.budget.used += completion.input_tokens + completion.output_tokens
             except Exception as exc:  # classified below; anything unknown is final
                 last_reason, retryable = classify_error(exc)
                 last_detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -5,6 +5,10 @@ failures.jsonl, seeds.jsonl) and writes <run_dir>/report.html. The page carries
 everything inline (plots are base64 PNGs, CSS is in a <style> tag) so it can be
 mailed, archived or opened offline; nothing is fetched from the network.
 
+The row files are streamed, never loaded whole: a first pass keeps one length per
+record, failure counters and the ids of the lineages to show; further passes collect
+just those lineages' rows. Memory stays flat however large the run.
+
 Plots hold only ids, reasons and numbers: matplotlib may lack a Korean font,
 while the browser shows Korean text in the HTML with the CJK fonts in the CSS.
 
@@ -15,13 +19,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import difflib
 import html
 import io
 import json
 import sys
+from array import array
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -50,38 +58,62 @@ class NotARunDirectory(Exception):
 
 @dataclass
 class RunFiles:
-    """Everything a run directory holds that the report shows."""
+    """What the report shows of a run directory: run.json, and summaries of its row files."""
 
     name: str
     run: dict
-    records: list[dict] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)
-    seeds: list[dict] = field(default_factory=list)
     unreadable_lines: dict[str, int] = field(default_factory=dict)
     """Lines of a .jsonl file that were not a JSON object, by file name (e.g. a truncated last line)."""
+    record_count: int = 0
+    lengths: dict[str, array] = field(default_factory=dict)
+    """Instruction lengths in characters, of the seeds ('seed') and of each level's records."""
+    failure_count: int = 0
+    failure_counts: Counter = field(default_factory=Counter)
+    """Failures by (stage, reason), in order of first appearance."""
+    failure_levels: dict[tuple[str, str], Counter] = field(default_factory=dict)
+    failure_details: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """The detail of the first failure of each (stage, reason)."""
+    deepest: Any = None
+    """The deepest level a record reached."""
+    lineage_ends: list[str] = field(default_factory=list)
+    """Ids of the records at the deepest level whose lineages are shown."""
+    shown_failures: list[dict] = field(default_factory=list)
+    """The failures whose lineages are shown."""
+    lineage_rows: dict[str, dict] = field(default_factory=dict)
+    """The seed and record rows of the shown lineages, by str(id), the last row of an id winning."""
 
 
 # --- reading ---------------------------------------------------------------------
 
 
-def read_jsonl(path: Path) -> tuple[list[dict], int]:
-    """The JSON objects of a .jsonl file and how many lines were not one; a missing file is empty."""
-    if not path.exists():
-        return [], 0
-    rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1
-    return rows, bad
+class JsonlRows:
+    """The JSON objects of a .jsonl file, read line by line each time it is iterated; a missing file is empty.
+
+    Lines that are not a JSON object (or not UTF-8) are skipped, and counted in `unreadable` by the last pass.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.unreadable = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        self.unreadable = 0
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as handle:
+            for raw in handle:  # JSONL lines end at "\n" only; text inside may hold other line breaks
+                try:
+                    line = raw.decode("utf-8")
+                    if not line.strip():
+                        continue
+                    row = json.loads(line)
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    self.unreadable += 1
+                    continue
+                if isinstance(row, dict):
+                    yield row
+                else:
+                    self.unreadable += 1
 
 
 def read_run_json(run_dir: Path) -> dict:
@@ -98,14 +130,69 @@ def read_run_json(run_dir: Path) -> dict:
     return run
 
 
+def scan_records(data: RunFiles, records: JsonlRows) -> None:
+    """Counts records, keeps their lengths by level and picks the deepest lineages to show (by id)."""
+    ends: list[str] = []
+    for record in records:
+        data.record_count += 1
+        if isinstance(record.get("instruction"), str):
+            data.lengths.setdefault(str(record.get("level")), array("q")).append(len(record["instruction"]))
+        level = record.get("level") or 0
+        if data.record_count == 1 or level > data.deepest:  # as max(): the first of equal maxima
+            data.deepest, ends = level, []
+        if level == data.deepest:
+            ends.append(str(record.get("id")))
+    data.lineage_ends = spread(sorted(ends), MAX_DEEP_LINEAGES)
+
+
+def scan_failures(data: RunFiles, failures: JsonlRows) -> None:
+    """Counts failures by (stage, reason) and level, and picks the failures whose lineages are shown."""
+    best_by_reason: dict[Any, tuple] = {}  # reason -> (order key, index, failure) of its first failure
+    first: list[tuple] = []  # the first few failures overall, as (order key, index, failure)
+    for index, failure in enumerate(failures):
+        data.failure_count += 1
+        key = (str(failure.get("stage")), str(failure.get("reason")))
+        data.failure_counts[key] += 1
+        data.failure_levels.setdefault(key, Counter())[str(failure.get("level"))] += 1
+        data.failure_details.setdefault(key, failure.get("detail"))
+        entry = (failure_order(failure), index, failure)
+        reason = failure.get("reason")
+        if reason not in best_by_reason or entry[:2] < best_by_reason[reason][:2]:
+            best_by_reason[reason] = entry
+        if len(first) < 2 * MAX_FAILED_LINEAGES or entry[:2] < first[-1][:2]:
+            bisect.insort(first, entry, key=lambda e: e[:2])
+            del first[2 * MAX_FAILED_LINEAGES:]
+    # Every reason's first failure and the first few overall are all contrasting_failures can pick
+    # (failure lines are distinct: the store writes each (id, level) once).
+    candidates = {entry[1]: entry for entry in [*best_by_reason.values(), *first]}
+    data.shown_failures = contrasting_failures([candidates[i][2] for i in sorted(candidates)])
+
+
+def collect_lineages(data: RunFiles, seeds: JsonlRows, records: JsonlRows) -> None:
+    """The rows of the shown lineages: one pass over seeds and records per generation back to the root."""
+    wanted = set(data.lineage_ends) | {str(f.get("parent_id")) for f in data.shown_failures}
+    while wanted:
+        found = {}
+        for row in chain(seeds, records):
+            if (key := str(row.get("id"))) in wanted:
+                found[key] = row  # the last row of an id wins, as in a dict of all rows
+        data.lineage_rows.update(found)
+        # ancestry() follows parent_id as it is: only a string can match a str(id) key
+        wanted = {parent for row in found.values()
+                  if isinstance(parent := row.get("parent_id"), str) and parent not in data.lineage_rows}
+
+
 def load_run(run_dir: Path) -> RunFiles:
-    """run.json and the three row files of a run directory."""
+    """run.json and summaries of the three row files of a run directory, read as streams."""
     data = RunFiles(name=run_dir.resolve().name, run=read_run_json(run_dir))
-    for name in ("records", "failures", "seeds"):
-        rows, bad = read_jsonl(run_dir / f"{name}.jsonl")
-        setattr(data, name, rows)
-        if bad:
-            data.unreadable_lines[f"{name}.jsonl"] = bad
+    records, failures, seeds = (JsonlRows(run_dir / f"{name}.jsonl") for name in ("records", "failures", "seeds"))
+    data.lengths["seed"] = array("q", (len(s["instruction"]) for s in seeds if isinstance(s.get("instruction"), str)))
+    scan_records(data, records)
+    scan_failures(data, failures)
+    for name, rows in (("records", records), ("failures", failures), ("seeds", seeds)):
+        if rows.unreadable:
+            data.unreadable_lines[f"{name}.jsonl"] = rows.unreadable
+    collect_lineages(data, seeds, records)
     return data
 
 
@@ -375,16 +462,15 @@ def failure_plot(counts: Counter) -> str:
 
 
 def failure_section(data: RunFiles) -> str:
-    if not data.failures:
+    if not data.failure_count:
         return note("failures.jsonl is empty or missing: no item failed.")
-    counts = Counter((str(f.get("stage")), str(f.get("reason"))) for f in data.failures)
+    counts = data.failure_counts
     rows = []
     for (stage, reason), n in counts.most_common():
-        matching = [f for f in data.failures if (str(f.get("stage")), str(f.get("reason"))) == (stage, reason)]
-        levels = Counter(str(f.get("level")) for f in matching)
+        levels = data.failure_levels[stage, reason]
         by_level = ", ".join(f"{level}: {levels[level]}" for level in sorted(levels, key=level_key))
-        rows.append([esc(stage), esc(reason), fmt(n), esc(by_level), esc(matching[0].get("detail"))])
-    return (failure_plot(counts) + f"<p>{len(data.failures)} failures in all.</p>"
+        rows.append([esc(stage), esc(reason), fmt(n), esc(by_level), esc(data.failure_details[stage, reason])])
+    return (failure_plot(counts) + f"<p>{data.failure_count} failures in all.</p>"
             + table(["stage", "reason", "count", "by level", "example detail"], rows))
 
 
@@ -393,12 +479,8 @@ def failure_section(data: RunFiles) -> str:
 
 def lengths_by_level(data: RunFiles) -> dict[str, list[int]]:
     """Instruction lengths in characters: the seeds, then each level of records."""
-    groups: dict[str, list[int]] = {"seed": [len(s["instruction"]) for s in data.seeds
-                                             if isinstance(s.get("instruction"), str)]}
-    for record in data.records:
-        if isinstance(record.get("instruction"), str):
-            groups.setdefault(str(record.get("level")), []).append(len(record["instruction"]))
-    return {name: groups[name] for name in sorted(groups, key=level_key) if groups[name]}
+    groups = data.lengths
+    return {name: groups[name].tolist() for name in sorted(groups, key=level_key) if groups[name]}
 
 
 def length_section(data: RunFiles) -> str:
@@ -411,7 +493,7 @@ def length_section(data: RunFiles) -> str:
                showmeans=True)
     ax.set(xlabel="level", ylabel="instruction length (characters)")
     ax.grid(axis="y", alpha=0.3)
-    missing = "" if data.records else note("records.jsonl is empty or missing: only the seeds are shown.")
+    missing = "" if data.record_count else note("records.jsonl is empty or missing: only the seeds are shown.")
     return png(fig, "instruction length per level") + note("Box: quartiles; line: median; triangle: mean.") + missing
 
 
@@ -487,9 +569,14 @@ def spread(items: list[dict], count: int) -> list[dict]:
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)] if count > 1 else items[:1]
 
 
+def failure_order(failure: dict) -> tuple:
+    """Deepest first, then by id."""
+    return -(failure.get("level") or 0), str(failure.get("id"))
+
+
 def contrasting_failures(failures: list[dict]) -> list[dict]:
     """Up to MAX_FAILED_LINEAGES failures, deepest first, each reason once before any repeats."""
-    ordered = sorted(failures, key=lambda f: (-(f.get("level") or 0), str(f.get("id"))))
+    ordered = sorted(failures, key=failure_order)
     picked: list[dict] = []
     for failure in ordered:
         if failure.get("reason") not in {p.get("reason") for p in picked}:
@@ -499,20 +586,16 @@ def contrasting_failures(failures: list[dict]) -> list[dict]:
 
 
 def lineage_section(data: RunFiles) -> str:
-    by_id = {str(row.get("id")): row for row in [*data.seeds, *data.records]}
+    by_id = data.lineage_rows
     parts = []
-    if data.records:
-        deepest = max(r.get("level") or 0 for r in data.records)
-        ends = sorted((r for r in data.records if (r.get("level") or 0) == deepest),
-                      key=lambda r: str(r.get("id")))
-        parts.append(f"<h3>Lineages reaching level {esc(deepest)}</h3>")
-        parts += [lineage_block(ancestry(str(r.get("id")), by_id)) for r in spread(ends, MAX_DEEP_LINEAGES)]
+    if data.record_count:
+        parts.append(f"<h3>Lineages reaching level {esc(data.deepest)}</h3>")
+        parts += [lineage_block(ancestry(end_id, by_id)) for end_id in data.lineage_ends]
     else:
         parts.append(note("records.jsonl is empty or missing: no instruction survived evolution."))
-    if data.failures:
+    if data.failure_count:
         parts.append("<h3>Lineages that ended in a failure</h3>")
-        parts += [lineage_block(ancestry(str(f.get("parent_id")), by_id), f)
-                  for f in contrasting_failures(data.failures)]
+        parts += [lineage_block(ancestry(str(f.get("parent_id")), by_id), f) for f in data.shown_failures]
     return "".join(parts)
 
 

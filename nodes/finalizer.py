@@ -35,10 +35,14 @@ def accounting_holds(level_counts: dict[str, dict[str, int]]) -> bool:
 
 
 def quality_by_level(store: RecordStore, level_counts: dict[str, dict[str, int]]) -> dict[str, dict]:
-    """Diversity and complexity metrics of the seeds and each level, with failure rates by reason."""
-    seeds = [item for _, item in store.iter_range(store.seeds_path, 0, None)]
-    records = [item for _, item in store.iter_range(store.records_path, 0, None)]
-    metrics = level_metrics(records, seeds)
+    """Diversity and complexity metrics of the seeds and each level, with failure rates by reason.
+
+    The files are streamed line by line (level_metrics reads them again as it needs), never held in memory.
+    """
+    def lines_of(path: Path):
+        return lambda: (item for _, item in store.iter_range(path, 0, None))
+
+    metrics = level_metrics(lines_of(store.records_path), lines_of(store.seeds_path))
     failures: dict[str, Counter] = {}
     for _, failure in store.iter_range(store.failures_path, 0, None):
         failures.setdefault(str(failure["level"]), Counter())[failure["reason"]] += 1

@@ -149,3 +149,11 @@ def _recording_sleep(log: list):
         await real_sleep(0)
 
     return fake_sleep
+
+
+def test_tokens_of_rejected_answers_are_counted():
+    llm = _llm(ScriptedChatModel(responder=lambda prompt, seed: "no marker here, ever"))
+    with pytest.raises(LLMCallFailed):
+        asyncio.run(llm.complete("x", role="evolve", accept=lambda text: False))
+    usage = llm.usage["evolve"]
+    assert usage.requests == 3 and usage.failed_calls == 1 and usage.output_tokens == 3 * (len("no marker here, ever") // 4)

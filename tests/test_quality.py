@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from quality import (
-    char_trigram_set, format_table, jaccard_distance, level_metrics, sample_for_pairs, text_metrics,
+    Reservoir, char_trigram_set, format_table, jaccard_distance, level_metrics, sample_for_pairs, text_metrics,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,6 +205,54 @@ def test_level_metrics_drift_korean_seed_to_english_record():
     seeds = [{"id": "k", "instruction": "사과를 사 주세요."}]
     records = [{"id": "k.L1", "parent_id": "k", "level": 1, "instruction": "Buy apples."}]
     assert level_metrics(records, seeds)["1"]["hangul_ratio_drift"] == -1.0
+
+
+def test_level_metrics_streams_from_functions_like_from_lists():
+    calls = []
+
+    def read(rows):
+        def reader():
+            calls.append(1)
+            return (dict(row) for row in rows)  # a fresh one-shot generator per call
+        return reader
+
+    assert level_metrics(read(RECORDS), read(SEEDS)) == level_metrics(RECORDS, SEEDS)
+    assert len(calls) == 3  # records twice (levels, then parents), seeds once
+    assert level_metrics(iter(RECORDS), iter(SEEDS)) == level_metrics(RECORDS, SEEDS)
+
+
+def test_level_metrics_same_for_interleaved_levels():
+    shuffled = [RECORDS[2], RECORDS[0], RECORDS[3], RECORDS[1]]  # level 2, 1, 2, 1
+    assert level_metrics(shuffled, SEEDS) == level_metrics(RECORDS, SEEDS)
+
+
+def test_a_parent_later_in_the_same_level_is_found():
+    # A breadth item's parent is a record of its own level, possibly written after it.
+    records = [{"id": "s1.L1.B", "parent_id": "s1.L1", "level": 1, "instruction": "abcdefgh"},  # 8/4
+               {"id": "s1.L1", "parent_id": "s1", "level": 1, "instruction": "abcd"}]  # 4/2
+    assert level_metrics(records, SEEDS)["1"]["growth_over_parent"] == 2.0
+
+
+def test_the_last_row_of_an_id_is_the_parent():
+    seeds = [{"id": "p", "instruction": "ab"}]
+    records = [{"id": "c", "parent_id": "p", "level": 2, "instruction": "abcdefgh"},
+               {"id": "p", "parent_id": None, "level": 1, "instruction": "abcd"}]  # overrides the seed "p"
+    assert level_metrics(records, seeds)["2"]["growth_over_parent"] == 2.0
+
+
+def test_reservoir_sample_is_reproducible_and_uniform():
+    items = [str(i) for i in range(10)]
+    assert sample_for_pairs(items, 3, seed=5) == sample_for_pairs(iter(items), 3, seed=5)
+    assert len(set(sample_for_pairs(items, 3, seed=5))) == 3
+    counts = dict.fromkeys(items, 0)
+    for seed in range(3000):
+        for item in sample_for_pairs(items, 3, seed=seed):
+            counts[item] += 1
+    assert all(750 < n < 1050 for n in counts.values()), counts  # 900 expected for each
+    reservoir = Reservoir(4, seed=0)
+    for item in items[:4]:
+        reservoir.add(item)
+    assert reservoir.items == items[:4]  # a stream no longer than the sample is kept whole, in order
 
 
 # --- format_table --------------------------------------------------------------

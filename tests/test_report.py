@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from report import write_report
+from report import MAX_DEEP_LINEAGES, ancestry, contrasting_failures, load_run, spread, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECTION_TITLES = ("Evolving method", "Optimization", "Failure reasons", "Instruction length per level", "Quality",
@@ -210,6 +211,73 @@ def test_unreadable_lines_are_skipped_and_counted(tmp_path):
     html_text = write_report(run_dir).read_text(encoding="utf-8")
     assert "records.jsonl: 1 unreadable line(s) skipped" in html_text
     assert KOREAN_LEVEL_2 in html_text
+
+
+# --- streamed reading ----------------------------------------------------------------------
+
+
+def test_a_lineage_is_followed_by_parent_id_across_roots_and_generations(tmp_path):
+    run_dir = make_run_dir(tmp_path / "run", full_run())
+    breadth = {"id": "en-01.L1.B", "root_id": "en-01.L1.B", "parent_id": "en-01.L1", "level": 1,
+               "instruction": "A new lineage inspired by the rainbow one.", "lineage": "breadth"}
+    deep = [{"id": "en-01.L1.B.L2", "root_id": "en-01.L1.B", "parent_id": "en-01.L1.B", "level": 2,
+             "instruction": "Its level 2."},
+            {"id": "en-01.L1.B.L3", "root_id": "en-01.L1.B", "parent_id": "en-01.L1.B.L2", "level": 3,
+             "instruction": "Its level 3, the only record that deep."}]
+    write_jsonl(run_dir / "records.jsonl", [*records(), breadth, *deep])
+    html_text = write_report(run_dir).read_text(encoding="utf-8")
+    lineage = html_text[html_text.index("Lineages reaching level 3"):]
+    ids = ["en-01", "en-01.L1", "en-01.L1.B", "en-01.L1.B.L2", "en-01.L1.B.L3"]
+    positions = [lineage.index(f'<span class="id">{row_id}</span>') for row_id in ids]
+    assert positions == sorted(positions)  # root first, five generations over two roots
+    assert "level 1 (new lineage, breadth)" in lineage
+
+
+def test_a_line_separator_inside_a_text_does_not_split_the_line(tmp_path):
+    run_dir = make_run_dir(tmp_path / "run", full_run())
+    rows = records()
+    rows[1]["instruction"] = "김치찌개를\u2028끓이는 순서\u0085표로 정리해 주세요."
+    write_jsonl(run_dir / "records.jsonl", rows)
+    html_text = write_report(run_dir).read_text(encoding="utf-8")
+    assert "unreadable" not in html_text
+    assert "김치찌개를\u2028끓이는 순서" in html_text
+
+
+def test_streamed_summaries_match_the_whole_files(tmp_path):
+    """The lineages and failures load_run picks while streaming are those the whole lists give."""
+    rng = random.Random(7)
+    roots = [f"r{i}" for i in range(30)]
+    seed_rows = [{"id": root, "root_id": root, "parent_id": None, "level": 0, "instruction": f"seed {root}"}
+                 for root in roots]
+    record_rows, failure_rows = [], []
+    for level in (1, 2, 3):
+        for root in roots:
+            row = {"id": f"{root}.L{level}", "root_id": root, "level": level, "instruction": f"{root} at {level}",
+                   "parent_id": root if level == 1 else f"{root}.L{level - 1}"}
+            if rng.random() < 0.8:
+                record_rows.append(row)
+            else:
+                failure_rows.append({**row, "stage": rng.choice(["evolve", "respond"]), "detail": "d",
+                                     "reason": rng.choice(["unchanged", "prompt_leak", "empty_response"])})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps(full_run()), encoding="utf-8")
+    for name, rows in (("seeds", seed_rows), ("records", record_rows), ("failures", failure_rows)):
+        write_jsonl(run_dir / f"{name}.jsonl", rows)
+
+    data = load_run(run_dir)
+    by_id = {str(row["id"]): row for row in [*seed_rows, *record_rows]}
+    deepest = max(r["level"] for r in record_rows)
+    ends = sorted((r for r in record_rows if r["level"] == deepest), key=lambda r: str(r["id"]))
+    assert data.deepest == deepest and data.record_count == len(record_rows)
+    assert data.lineage_ends == [r["id"] for r in spread(ends, MAX_DEEP_LINEAGES)]
+    assert data.shown_failures == contrasting_failures(failure_rows)
+    for end in data.lineage_ends:
+        assert ancestry(end, data.lineage_rows) == ancestry(end, by_id)
+    for failure in data.shown_failures:
+        assert ancestry(failure["parent_id"], data.lineage_rows) == ancestry(failure["parent_id"], by_id)
+    assert sum(len(v) for v in data.lengths.values()) == len(seed_rows) + len(record_rows)
+    assert data.failure_count == len(failure_rows) and sum(data.failure_counts.values()) == len(failure_rows)
 
 
 def run_report_cli(*args: str) -> subprocess.CompletedProcess:
