@@ -157,3 +157,18 @@ def test_tokens_of_rejected_answers_are_counted():
         asyncio.run(llm.complete("x", role="evolve", accept=lambda text: False))
     usage = llm.usage["evolve"]
     assert usage.requests == 3 and usage.failed_calls == 1 and usage.output_tokens == 3 * (len("no marker here, ever") // 4)
+
+
+def test_requests_per_second_spaces_out_request_starts():
+    import time
+
+    model = FlakyModel()
+    llm = _llm(model, concurrency=8, requests_per_second=20.0)
+
+    async def many():
+        started = time.monotonic()
+        await asyncio.gather(*(llm.complete(f"q{i}", role="respond") for i in range(6)))
+        return time.monotonic() - started
+
+    # Six starts at 20 per second need at least five gaps of 50 ms, however fast the endpoint.
+    assert asyncio.run(many()) >= 0.25 and model.requests == 6

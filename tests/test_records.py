@@ -95,3 +95,12 @@ def test_duplicate_instructions_are_recorded_failures_naming_the_first_row(tmp_p
     seeds = read_seed_set(make_settings(tmp_path, data_path=str(_write(tmp_path, "dups.jsonl", rows))))
     assert [r["id"] for r in seeds.rows] == ["a", "b"]
     assert [(f["id"], f["reason"], f["detail"]) for f in seeds.refused] == [("c", "duplicate_instruction", "same text as row a")]
+
+
+def test_all_empty_instructions_are_each_refused_and_the_split_says_why(tmp_path):
+    rows = [{"id": "a", "instruction": ""}, {"id": "b", "instruction": "   "}, {"id": "c", "instruction": None}]
+    settings = make_settings(tmp_path, data_path=str(_write(tmp_path, "empty.jsonl", rows)), train_size=1, dev_size=1)
+    seeds = read_seed_set(settings)
+    assert seeds.rows == [] and [f["reason"] for f in seeds.refused] == ["empty_instruction"] * 3
+    with pytest.raises(ConfigError, match="only 0 valid rows"):
+        split_train_dev(seeds.rows, settings)
