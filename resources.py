@@ -17,6 +17,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
 from configuration import ConfigError, RunSettings, choose_llm_configs
+from dedup import NearDuplicateIndex
 from failure_rules import FailureRules
 from local_server import shared_embedded_server
 from llm_access import AnswerCache, ChatLLM, LLMPool, TokenBudget
@@ -34,6 +35,8 @@ class RunResources:
     llms: LLMPool
     store: RecordStore
     rules: FailureRules
+    near_duplicates: NearDuplicateIndex | None = None
+    """The dedup step's index, built on first use from everything already in the store."""
 
     def save_usage(self) -> None:
         """Write the run's token usage and cost so far; the next invocation starts from it."""

@@ -48,11 +48,8 @@ async def dedup_step(chunk: list[ChunkItem], context: StepContext) -> list[Chunk
     for item in chunk:
         if item.get("elimination"):
             continue
-        match = index.find(item["instruction"], exclude_root=item["root_id"])
-        if match:
+        if match := index.add_unless_duplicate(item["id"], item["root_id"], item["instruction"]):
             eliminate_item(item, "near_duplicate", f"duplicates {match}")
-        else:
-            index.add(item["id"], item["root_id"], item["instruction"])
     return chunk
 
 
@@ -82,15 +79,13 @@ def _picked(item_id: str, ratio: float, seed: int) -> bool:
 
 
 BUILT_IN_STEPS: dict[str, DiversityStep] = {"dedup": dedup_step, "breadth": breadth_step, "equality": equality_step}
-_INDEXES: dict[int, NearDuplicateIndex] = {}
 
 
 def near_duplicate_index(resources: RunResources) -> NearDuplicateIndex:
     """The run's index, built once from every instruction already in the pool (so resume sees it too)."""
-    key = id(resources)
-    if key not in _INDEXES:
-        _INDEXES[key] = NearDuplicateIndex.from_store(resources.store, resources.settings.dedup_threshold)
-    return _INDEXES[key]
+    if resources.near_duplicates is None:
+        resources.near_duplicates = NearDuplicateIndex.from_store(resources.store, resources.settings.dedup_threshold)
+    return resources.near_duplicates
 
 
 def load_step(name: str) -> DiversityStep:

@@ -24,6 +24,31 @@ def test_near_duplicates_are_found_in_korean_and_english_but_not_in_the_same_lin
     assert index.find("Write a haiku about autumn leaves.", exclude_root="e3") is None
 
 
+def test_the_disk_index_finds_what_datasketchs_own_lsh_finds():
+    """Same signatures, same bands: the SQLite buckets must give datasketch's answers."""
+    import random
+
+    from datasketch import MinHash, MinHashLSH
+
+    from dedup import NUM_PERM, shingles
+
+    rng = random.Random(7)
+    words = "물 불 바람 river stone cloud 나무 light 하늘 garden 바다 song".split()
+    texts = [" ".join(rng.choice(words) for _ in range(8)) for _ in range(150)]
+    texts += [t.replace(t.split()[0], "echo", 1) for t in texts[:40]]  # planted near-duplicates
+    ours, theirs, signatures = NearDuplicateIndex(threshold=0.6), MinHashLSH(threshold=0.6, num_perm=NUM_PERM), {}
+    for i, text in enumerate(texts):
+        signature = MinHash(num_perm=NUM_PERM)
+        signature.update_batch(list(shingles(text)))
+        expected = max(((signature.jaccard(signatures[c]), c) for c in theirs.query(signature)
+                        if signature.jaccard(signatures[c]) >= 0.6), default=(0, None))[1]
+        assert ours.find(text, exclude_root=f"r{i}") == expected, text
+        ours.add(f"t{i}", f"r{i}", text)
+        theirs.insert(f"t{i}", signature)
+        signatures[f"t{i}"] = signature
+    assert sum(ours.find(t, exclude_root="none") is not None for t in texts[150:]) >= 30
+
+
 def _data(tmp_path, instructions, start=0):
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps({"id": f"d{i}", "instruction": t}, ensure_ascii=False) + "\n"

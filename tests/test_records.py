@@ -89,6 +89,19 @@ def test_store_writes_each_key_once_and_repairs_a_half_written_line(tmp_path):
     assert [json.loads(line)["id"] for line in lines] == ["a.L1", "b.L1"] and "한글" in lines[0]
 
 
+def test_a_half_written_line_longer_than_the_read_block_is_dropped_too(tmp_path):
+    store = RecordStore(tmp_path)
+    store.add_records([{"id": "a.L1", "level": 1, "instruction": "짧은 지시"}])
+    kept = store.records_path.stat().st_size
+    with open(store.records_path, "a", encoding="utf-8") as handle:
+        handle.write('{"id": "b.L1", "level": 1, "response": "' + "가" * 100_000)  # 300 kB, no newline
+    RecordStore(tmp_path)
+    assert store.records_path.stat().st_size == kept
+    store.failures_path.write_text('{"id": "c.L1", "lev', encoding="utf-8")  # only a partial line
+    RecordStore(tmp_path)
+    assert store.failures_path.read_text() == ""
+
+
 def test_duplicate_instructions_are_recorded_failures_naming_the_first_row(tmp_path):
     rows = [{"id": "a", "instruction": "Same  task."}, {"id": "b", "instruction": "Other task."},
             {"id": "c", "instruction": "Same task."}]
