@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight, same on both sides")
     parser.add_argument("--peer", choices=("distilabel", "gather", "none"), default="distilabel",
                         help="what to compare our generation against (distilabel falls back to gather)")
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds on the server; each side reports its fastest")
     parser.add_argument("--json", default=str(BENCH / "results.json"), help="where to write the figures")
     args = parser.parse_args()
