@@ -16,12 +16,16 @@ from pathlib import Path
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 
-from configuration import ConfigError, RunSettings, choose_llm_configs
-from dedup import NearDuplicateIndex
-from failure_rules import FailureRules
-from local_server import shared_embedded_server
-from llm_access import AnswerCache, ChatLLM, LLMPool, TokenBudget
-from records import RecordStore, write_atomically
+from user_errors import ConfigError
+
+from settings import RunSettings
+
+from llm_access.config import choose_llm_configs
+from record_store.near_duplicates import NearDuplicateIndex
+from failure_checks.rules import FailureRules
+from llm_access.embedded_server import shared_embedded_server
+from llm_access.client import AnswerCache, ChatLLM, LLMPool, TokenBudget
+from record_store.store import RecordStore, write_atomically
 
 _BUILT: dict[str, "RunResources"] = {}  # Studio runs, by thread id
 USAGE_FILE = "usage.json"

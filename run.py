@@ -16,7 +16,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from configuration import ConfigError, RunSettings, choose_llm_configs
+from user_errors import ConfigError
+
+from settings import RunSettings
+
+from llm_access.config import choose_llm_configs
 
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
                 "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json")
@@ -152,7 +156,7 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from graph.workflow import build_graph
-    from progress import ProgressDisplay
+    from run_report.progress import ProgressDisplay
     from resources import RunResources
 
     resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache, models=models,
@@ -184,16 +188,16 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
 
 def dry_run(settings: RunSettings) -> None:
     """Print the plan of calls and tokens; no server is started and no LLM is called."""
-    from planning import format_plan, plan_run
-    from records import generation_rows, read_seed_set
+    from run_report.plan import format_plan, plan_run
+    from record_store.loading import generation_rows, read_seed_set
 
     rows = generation_rows(read_seed_set(settings).rows, settings)
     print(format_plan(plan_run(settings, [row["instruction"] for row in rows])))
-    print(f"({len(rows)} instructions in the generation set; see planning.py for how tokens are estimated)")
+    print(f"({len(rows)} instructions in the generation set; see run_report/plan.py for how tokens are estimated)")
 
 
 def report_only(directory: str) -> None:
-    from report import write_report
+    from run_report.html_report import write_report
 
     if not (Path(directory) / "run.json").is_file():
         raise ConfigError(f"--report-only {directory}: no run.json there (is it a run directory?)")
@@ -202,8 +206,8 @@ def report_only(directory: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from llm_access import FatalLLMError
-    from local_server import EmbeddedServerError, embedded_server
+    from llm_access.client import FatalLLMError
+    from llm_access.embedded_server import EmbeddedServerError, embedded_server
 
     try:
         if args.report_only:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
-from configuration import RunSettings
+from settings import RunSettings
 
 
 def collect(existing: list, update: list | None) -> list:

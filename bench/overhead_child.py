@@ -13,7 +13,9 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
-from configuration import RunSettings, load_llm_config  # noqa: E402
+from settings import RunSettings
+
+from llm_access.config import load_llm_config  # noqa: E402
 from instant_model import InstantChatModel  # noqa: E402
 from run import execute, prepare_directory  # noqa: E402
 from run_bench import synthetic_data  # noqa: E402

@@ -21,12 +21,13 @@ from unittest import mock
 
 import httpx
 
-import llm_access
-from configuration import RunSettings, load_llm_config
-from local_server import embedded_server
-from parsing import parse_evolved_instruction
+import llm_access.client
+from settings import RunSettings
+from llm_access.config import load_llm_config
+from llm_access.embedded_server import embedded_server
+from failure_checks.markers import parse_evolved_instruction
 from run import execute, prepare_directory
-from tasks import fill, initial_method
+from llm_tasks.templates import fill, initial_method
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -107,7 +108,7 @@ def _pipeline(base_url: str, instructions: list[str], concurrency: int) -> dict:
                            batch_size=max(1, len(instructions) // max(1, concurrency)))
     prepare_directory(settings, overwrite=True)
     _RecordingClient.bodies, _RecordingClient.busy_s = [], 0.0
-    with mock.patch.object(llm_access.httpx, "AsyncClient", _RecordingClient):
+    with mock.patch.object(llm_access.client.httpx, "AsyncClient", _RecordingClient):
         started = time.perf_counter()
         asyncio.run(execute(settings, embedded_url=base_url, quiet=True))
         wall = time.perf_counter() - started

@@ -24,7 +24,7 @@ from nodes.loader import load_data
 from nodes.optimizer import optimizer
 from nodes.selector import selector
 from nodes.validator import validator
-from configuration import RunSettings
+from settings import RunSettings
 from resources import resources_from
 from state import AnalysisTask, OptimizationTask, ValidationTask, WorkflowState
 

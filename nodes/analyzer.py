@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from langchain_core.runnables import RunnableConfig
 
-from llm_access import LLMCallFailed
+from llm_access.client import LLMCallFailed
 from resources import resources_from, timed
 from state import AnalysisTask, Feedback
-from tasks import analyze
+from llm_tasks.optimization import analyze
 
 
 @timed("optimization")

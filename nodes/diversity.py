@@ -19,12 +19,13 @@ from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
-from configuration import ConfigError
-from dedup import NearDuplicateIndex
+from user_errors import ConfigError
+from record_store.near_duplicates import NearDuplicateIndex
 from nodes.generator import failure_record
 from resources import RunResources, resources_from, timed
 from state import ChunkItem, GenerationState
-from tasks import create_in_breadth, judge_information_gain
+from llm_tasks.evolution import create_in_breadth
+from llm_tasks.answers import judge_information_gain
 
 DiversityStep = Callable[[list[ChunkItem], "StepContext"], Awaitable[list[ChunkItem]]]
 

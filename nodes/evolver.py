@@ -9,7 +9,7 @@ from langchain_core.runnables import RunnableConfig
 
 from resources import resources_from, timed
 from state import Case, Trajectory, WorkflowState
-from tasks import evolve
+from llm_tasks.evolution import evolve
 
 
 def sample_batch(train: list[Case], size: int, seed: int, step: int) -> list[Case]:

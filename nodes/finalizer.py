@@ -11,9 +11,9 @@ from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
-from quality import level_metrics
-from records import RecordStore, write_atomically
-from report import write_report
+from run_report.metrics import level_metrics
+from record_store.store import RecordStore, write_atomically
+from run_report.html_report import write_report
 from resources import resources_from
 from state import WorkflowState
 

@@ -12,7 +12,8 @@ from langchain_core.runnables import RunnableConfig
 
 from resources import RunResources, emit, resources_from, timed
 from state import ChunkItem, GenerationState
-from tasks import evolve, respond
+from llm_tasks.evolution import evolve
+from llm_tasks.answers import respond
 
 
 def child_id(root_id: str, level: int) -> str:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
-from configuration import ConfigError
-from records import generation_rows, read_seed_set, split_train_dev
+from user_errors import ConfigError
+from record_store.loading import generation_rows, read_seed_set, split_train_dev
 from resources import start_resources, timed
 from state import Case, WorkflowState
-from tasks import initial_method
+from llm_tasks.templates import initial_method
 
 
 def _cases(rows: list[dict]) -> list[Case]:

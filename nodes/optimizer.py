@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from langchain_core.runnables import RunnableConfig
 
-from llm_access import LLMCallFailed
+from llm_access.client import LLMCallFailed
 from resources import resources_from, timed
 from state import Candidate, OptimizationTask
-from tasks import optimize
+from llm_tasks.optimization import optimize
 
 
 def candidate_id(step: int, sample_index: int) -> str:

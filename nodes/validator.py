@@ -9,7 +9,8 @@ from langchain_core.runnables import RunnableConfig
 
 from resources import RunResources, emit, resources_from, timed
 from state import Case, MethodScore, ValidationTask
-from tasks import evolve, respond
+from llm_tasks.evolution import evolve
+from llm_tasks.answers import respond
 
 
 async def _dev_case(case: Case, method: str, resources: RunResources) -> dict:

@@ -7,16 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from configuration import RunSettings, load_llm_config
+from settings import RunSettings
+
+from llm_access.config import load_llm_config
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_DATA = REPO / "tests" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A seed file of the workspace's shared data; the test skips, naming it, where a clone has none."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"needs {path}, the workspace's shared seed data, which this checkout does not have")
+    return path
 
 
 @pytest.fixture(scope="session")
 def embedded():
     """The real embedded llama.cpp server, started once for the integration tests."""
-    from local_server import embedded_server
+    from llm_access.embedded_server import embedded_server
 
     with embedded_server() as server:
         yield server

@@ -1,0 +1,317 @@
+"""The one way this tool talks to an LLM.
+
+`ChatLLM` wraps a `ChatOpenAI` built from an `LLMConfig` and adds what a long data
+run needs: a concurrency cap, an optional rate limit, retries that tell transient
+from final errors, `<think>` stripping, token accounting per role, and an answer
+cache keyed by (endpoint, model, params, messages, sample index).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage, messages_to_dict
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from llm_access.config import LLMConfig
+from failure_checks.markers import strip_think
+
+FINAL_STATUS = {400, 401, 403, 404, 422}
+
+
+class LLMCallFailed(RuntimeError):
+    """One call could not be completed; the item becomes a failure with this reason."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class FatalLLMError(RuntimeError):
+    """The endpoint cannot serve this run at all (bad key, unreachable); ends the run."""
+
+
+class BudgetReached(FatalLLMError):
+    """The token budget is spent; the run stops where a resume can pick it up."""
+
+
+@dataclass
+class TokenBudget:
+    """Tokens a run may spend in all, earlier invocations included."""
+
+    limit: int | None
+    used: int = 0
+
+    def check(self) -> None:
+        if self.limit is not None and self.used >= self.limit:
+            raise BudgetReached(
+                f"the token budget of {self.limit} is spent ({self.used} used): the run stopped and can be resumed "
+                "with the same command and a larger --max-budget-tokens")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one call returned, think blocks removed."""
+
+    text: str
+    """The answer's content."""
+    input_tokens: int
+    """Prompt tokens reported by the endpoint (0 when cached)."""
+    output_tokens: int
+    """Completion tokens reported by the endpoint (0 when cached)."""
+    cached: bool = False
+    """True when the answer came from the cache, with no request made."""
+
+
+@dataclass
+class RoleUsage:
+    """Token and call counters of one role (evolve, analyze, optimize, respond)."""
+
+    calls: int = 0
+    """Logical calls, answered or not."""
+    cached_calls: int = 0
+    """Calls answered from the cache, with no request."""
+    failed_calls: int = 0
+    """Calls that ended as a failure after their retries."""
+    requests: int = 0
+    """HTTP requests sent, retries included."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class AnswerCache:
+    """SQLite store of answers; lets a re-run or a resumed run skip paid calls."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        # WAL without a sync per commit: an answer survives a crash of this process, and a
+        # put costs microseconds instead of a disk flush.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
+        self._db.commit()
+
+    def get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT text FROM answers WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, text: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, text))
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def build_chat_model(config: LLMConfig) -> BaseChatModel:
+    """A ChatOpenAI for this config; retries are ours, so the client's are off."""
+    return ChatOpenAI(
+        model=config.model,
+        base_url=config.base_url,
+        api_key=SecretStr(config.api_key()),
+        temperature=config.temperature,
+        top_p=config.top_p,
+        timeout=config.timeout,
+        max_retries=0,
+        use_responses_api=False,
+        # Our own client: langchain-openai's shared default is bound to the first event
+        # loop that used it, and its pool should match this endpoint's concurrency.
+        http_async_client=httpx.AsyncClient(
+            timeout=config.timeout, limits=httpx.Limits(max_connections=max(1, config.concurrency) + 2)),
+        # llama_cpp.server ignores max_completion_tokens, which is what langchain sends.
+        extra_body={"max_tokens": config.max_tokens, **config.extra_body},
+    )
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify_error(exc: Exception) -> tuple[str, bool]:
+    """(reason, retryable) for an exception raised by one request."""
+    if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException, asyncio.TimeoutError)):
+        return "timeout", True
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection_error", True
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        return f"http_{status}", status not in FINAL_STATUS
+    if isinstance(exc, json.JSONDecodeError):
+        return "malformed_response", True
+    return f"error_{type(exc).__name__}", False
+
+
+class ChatLLM:
+    """A capped, retrying, caching, token-counting client for one endpoint."""
+
+    def __init__(self, config: LLMConfig, model: BaseChatModel | None = None, cache: AnswerCache | None = None,
+                 budget: TokenBudget | None = None):
+        self.config = config
+        self.model = model or build_chat_model(config)
+        self.cache = cache
+        self.budget = budget or TokenBudget(None)
+        self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
+        self._slots = asyncio.Semaphore(max(1, config.concurrency))
+        self._rate_lock = asyncio.Lock()
+        self._next_start = 0.0
+
+    def cache_key(self, messages: list[BaseMessage], sample_index: int) -> str:
+        c = self.config
+        # The embedded server's port changes per run; its identity is the model.
+        endpoint = "embedded" if c.embedded else c.base_url
+        payload = [endpoint, c.model, c.temperature, c.top_p, c.max_tokens, c.extra_body, c.seed,
+                   messages_to_dict(messages), sample_index]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+    async def complete(
+        self, prompt: str | list[BaseMessage], *, role: str, sample_index: int = 0,
+        accept: Callable[[str], bool] | None = None,
+    ) -> Completion:
+        """Answer `prompt`; `accept` rejects an unusable answer, which is re-asked.
+
+        Raises LLMCallFailed when retries are spent, FatalLLMError when the endpoint
+        cannot serve the run (bad key, unreachable).
+        """
+        messages = [HumanMessage(prompt)] if isinstance(prompt, str) else prompt
+        key = self.cache_key(messages, sample_index)
+        usage = self.usage[role]
+        usage.calls += 1
+        if self.cache and (hit := self.cache.get(key)) is not None:
+            usage.cached_calls += 1
+            return Completion(hit, 0, 0, cached=True)
+        self.budget.check()
+        try:
+            completion = await self._complete_with_retries(messages, sample_index, accept, usage)
+        except LLMCallFailed:
+            usage.failed_calls += 1
+            raise
+        if self.cache:
+            self.cache.put(key, completion.text)
+        return completion
+
+    async def _complete_with_retries(self, messages, sample_index, accept, usage: RoleUsage) -> Completion:
+        last_reason, last_detail = "error", ""
+        for attempt in range(self.config.max_retries + 1):
+            usage.requests += 1
+            try:
+                completion = await self._request(messages, sample_index, attempt)
+                # Every answer costs tokens, the rejected ones too.
+                usage.input_tokens += completion.input_tokens
+                usage.output_tokens += completion.output_tokens
+                self.budget.used += completion.input_tokens + completion.output_tokens
+            except Exception as exc:  # classified below; anything unknown is final
+                last_reason, retryable = classify_error(exc)
+                last_detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                if isinstance(exc, openai.AuthenticationError):
+                    raise FatalLLMError(
+                        f"the endpoint {self.config.base_url} rejected the API key (401): check {self.config.api_key_env}"
+                    ) from None
+                if not retryable:
+                    raise LLMCallFailed(last_reason, last_detail) from None
+                await asyncio.sleep(self._backoff(attempt, _retry_after(exc)))
+                continue
+            if not completion.text:
+                last_reason, last_detail = "empty_content", "the endpoint returned no text"
+            elif accept is not None and not accept(completion.text):
+                last_reason, last_detail = "unparseable", completion.text[:200]
+            else:
+                return completion
+        if last_reason == "connection_error":
+            raise FatalLLMError(f"cannot reach the LLM endpoint {self.config.base_url}: {last_detail}")
+        raise LLMCallFailed(last_reason, last_detail)
+
+    async def _request(self, messages, sample_index: int, attempt: int) -> Completion:
+        kwargs: dict[str, Any] = {}
+        if self.config.seed is not None:
+            # Distinct samples of one prompt need distinct seeds; a re-ask must not repeat itself.
+            kwargs["seed"] = self.config.seed + 1000 * sample_index + attempt
+        async with self._slots:
+            await self._respect_rate_limit()
+            message = await asyncio.wait_for(self.model.ainvoke(messages, **kwargs), self.config.timeout + 5)
+        usage = getattr(message, "usage_metadata", None) or {}
+        text = strip_think(message.content if isinstance(message.content, str) else str(message.content))
+        return Completion(text, usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+
+    async def _respect_rate_limit(self) -> None:
+        if not self.config.requests_per_second:
+            return
+        async with self._rate_lock:
+            now = time.monotonic()
+            wait = self._next_start - now
+            self._next_start = max(now, self._next_start) + 1.0 / self.config.requests_per_second
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    @staticmethod
+    def _backoff(attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, 60.0)
+        return min(2.0**attempt, 30.0) * (0.5 + random.random())
+
+
+@dataclass
+class LLMPool:
+    """The run's two clients: one evolves and answers, one analyses and optimizes."""
+
+    evol: ChatLLM
+    optim: ChatLLM
+    prior_usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Usage of earlier invocations of this run (a resumed run adds to it)."""
+    prior_cost: dict[str, float] = field(default_factory=dict)
+    """USD per role spent by earlier invocations."""
+
+    def clients(self) -> list[ChatLLM]:
+        return [self.evol] if self.evol is self.optim else [self.evol, self.optim]
+
+    def usage_this_invocation(self) -> dict[str, dict[str, int]]:
+        """Counters of this process only, per role."""
+        return _merge([{role: vars(u) for role, u in client.usage.items()} for client in self.clients()])
+
+    def usage_by_role(self) -> dict[str, dict[str, int]]:
+        """Counters of the whole run, earlier invocations included."""
+        return _merge([self.prior_usage, self.usage_this_invocation()])
+
+    def cost(self) -> dict[str, Any] | None:
+        """USD per role and in total for this invocation plus earlier ones, when the configs have prices."""
+        by_role: dict[str, float] = defaultdict(float)
+        for client in self.clients():
+            for role, usage in client.usage.items():
+                amount = client.config.cost(usage.input_tokens, usage.output_tokens)
+                if amount is not None:
+                    by_role[role] += amount
+        for role, amount in self.prior_cost.items():
+            by_role[role] += amount
+        if not by_role:
+            return None
+        return {"total_usd": round(sum(by_role.values()), 6), "by_role": {r: round(v, 6) for r, v in sorted(by_role.items())}}
+
+
+def _merge(tables: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
+    merged: dict[str, dict[str, int]] = {}
+    for table in tables:
+        for role, counters in table.items():
+            total = merged.setdefault(role, {})
+            for name, value in counters.items():
+                total[name] = total.get(name, 0) + value
+    return dict(sorted(merged.items()))

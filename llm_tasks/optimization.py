@@ -1,0 +1,33 @@
+"""Method optimization tasks: analyse trajectories into feedback, rewrite the method from it."""
+
+from __future__ import annotations
+
+from failure_checks.markers import ParsedText, ParseMode, parse_optimized_method
+from llm_access.client import ChatLLM
+from llm_tasks.templates import fill
+
+
+def format_trajectories(trajectories: list[dict]) -> str:
+    """Every case under its id, each stage numbered, for the analyzer."""
+    blocks = []
+    for trajectory in trajectories:
+        stages = "\n".join(f"Stage {i}: {text}" for i, text in enumerate(trajectory["stages"]))
+        note = f"\n(Stage {len(trajectory['stages'])} could not be produced: {trajectory['failure']})" if trajectory.get("failure") else ""
+        blocks.append(f"### Case {trajectory['case_id']}\n{stages}{note}")
+    return "\n\n".join(blocks)
+
+async def analyze(llm: ChatLLM, method: str, trajectories: list[dict], sample_index: int) -> str:
+    """Feedback on the trajectories, naming failed cases by id (raises LLMCallFailed)."""
+    prompt = fill("analyze", method=method, trajectories=format_trajectories(trajectories))
+    return (await llm.complete(prompt, role="analyze", sample_index=sample_index)).text
+
+
+async def optimize(llm: ChatLLM, method: str, feedback: str, sample_index: int) -> tuple[ParsedText, str]:
+    """A rewritten method parsed from the optimizer's answer, and the raw answer."""
+    mode: ParseMode = llm.config.parse_mode
+    answer = await llm.complete(
+        fill("optimize", method=method, feedback=feedback), role="optimize", sample_index=sample_index,
+        accept=lambda text: parse_optimized_method(text, mode).text is not None,
+    )
+    return parse_optimized_method(answer.text, mode), answer.text
+

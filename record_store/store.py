@@ -1,0 +1,113 @@
+"""The append-only store of a run's results.
+
+The dataset never lives in graph state: rows are normalised once into
+`seeds.jsonl`, and every evolved record or failure is appended to JSONL files keyed
+by (id, level). Graph state keeps only byte offsets and counters, so a checkpoint
+stays small however large the dataset is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a temp file, then rename: a crash leaves the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _dump(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class RecordStore:
+    """Append-only JSONL files of a run directory, each (id, level) written once."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.seeds_path = self.directory / "seeds.jsonl"
+        self.records_path = self.directory / "records.jsonl"
+        self.failures_path = self.directory / "failures.jsonl"
+        self._written: set[tuple[str, int]] = set()
+        for path in (self.records_path, self.failures_path):
+            path.touch()  # both files exist even when one stays empty
+            self._repair_partial_line(path)
+            for _, item in self.iter_range(path, 0, None):
+                self._written.add((item["id"], item["level"]))
+
+    @staticmethod
+    def _repair_partial_line(path: Path) -> None:
+        # A crash mid-write leaves a line without its newline; it is dropped and redone.
+        # Only the tail is read: the file may be far larger than memory should hold.
+        with open(path, "rb+") as handle:
+            size = end = handle.seek(0, os.SEEK_END)
+            while end > 0:
+                start = max(0, end - 65536)
+                handle.seek(start)
+                newline = handle.read(end - start).rfind(b"\n")
+                if newline >= 0:
+                    if start + newline + 1 < size:
+                        handle.truncate(start + newline + 1)
+                    return
+                end = start
+            handle.truncate(0)
+
+    def size(self, path: Path) -> int:
+        return path.stat().st_size if path.exists() else 0
+
+    def iter_range(self, path: Path, start: int, end: int | None, limit: int | None = None) -> Iterator[tuple[int, dict]]:
+        """Yield (offset after the line, item) for lines in [start, end)."""
+        if not path.exists():
+            return
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            taken = 0
+            while (end is None or handle.tell() < end) and (limit is None or taken < limit):
+                line = handle.readline()
+                if not line:
+                    break
+                taken += 1
+                yield handle.tell(), json.loads(line)
+
+    def write_seeds(self, rows: list[dict]) -> None:
+        """Rewrite seeds.jsonl (it is derived from the input, so it is safe to redo)."""
+        with open(self.seeds_path, "w", encoding="utf-8") as handle:
+            handle.writelines(_dump(row) for row in rows)
+
+    def append(self, path: Path, items: list[dict]) -> int:
+        """Append items not written before; returns how many were new."""
+        fresh = [item for item in items if (item["id"], item["level"]) not in self._written]
+        if fresh:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.writelines(_dump(item) for item in fresh)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._written.update((item["id"], item["level"]) for item in fresh)
+        return len(fresh)
+
+    def add_records(self, items: list[dict]) -> int:
+        return self.append(self.records_path, items)
+
+    def add_failures(self, items: list[dict]) -> int:
+        return self.append(self.failures_path, items)
+
+    def count_by_level(self) -> dict[str, Any]:
+        """Records (and lenient parses) per level and failures per stage and reason, read from the files."""
+        records, lenient = Counter(), Counter()
+        for _, item in self.iter_range(self.records_path, 0, None):
+            records[str(item["level"])] += 1
+            lenient[str(item["level"])] += item.get("parse") == "lenient"
+        failures: dict[str, Counter] = {}
+        for _, item in self.iter_range(self.failures_path, 0, None):
+            failures.setdefault(item["stage"], Counter())[item["reason"]] += 1
+        return {"records_per_level": dict(sorted(records.items())),
+                "lenient_parses_per_level": dict(sorted(lenient.items())),
+                "failures_per_stage": {stage: dict(c) for stage, c in sorted(failures.items())}}

@@ -1,0 +1,79 @@
+"""The --dry-run plan: LLM calls per phase and an estimate of tokens and cost, before any call.
+
+Calls are counted from the sizes as an upper bound: no instruction fails, so every one
+is evolved and answered at every level. Tokens are estimated from the data's length:
+about 4 characters per token for Latin text and 1 per token for Hangul (tokenizers of
+most open models split Korean finely); prompts add the template around the instruction;
+an evolution answer is estimated at the four-section format (about 3 times the
+instruction plus 120 tokens), an answer at half of max_tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llm_access.config import LLMConfig
+
+from settings import RunSettings
+from failure_checks.rules import hangul_ratio
+from llm_tasks.templates import fill, initial_method
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count: Hangul about 1 character per token, other text about 4."""
+    hangul = hangul_ratio(text)
+    return max(1, round(len(text) * (hangul / 1.0 + (1 - hangul) / 4.0)))
+
+
+@dataclass
+class PhasePlan:
+    """One phase's planned calls and estimated tokens."""
+
+    phase: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    config: LLMConfig
+
+
+def plan_run(settings: RunSettings, seed_instructions: list[str]) -> list[PhasePlan]:
+    """Calls and tokens per phase for these settings and this generation set."""
+    mean_instruction = sum(map(estimate_tokens, seed_instructions)) / max(1, len(seed_instructions))
+    method_tokens = estimate_tokens(initial_method())
+    evolve_in = method_tokens + estimate_tokens(fill("evolve", method="", instruction="")) + mean_instruction
+    evolve_out = 3 * mean_instruction + 120
+    respond_out = settings.evol_llm.max_tokens / 2
+    steps, m, loop = settings.max_steps, settings.candidate_size, settings.loop
+    optimizing = not settings.method_file and steps > 0
+    trajectory_calls = steps * settings.batch_size * loop if optimizing else 0
+    validations = (steps * m + 1) * settings.dev_size if optimizing else 0
+    analysis_in = method_tokens + settings.batch_size * (loop + 1) * (mean_instruction * 2) + 300
+    rows = len(seed_instructions) * (1 + settings.breadth_ratio * ("breadth" in settings.diversity))
+    return [
+        PhasePlan("optimization: evolve trajectories", trajectory_calls, round(trajectory_calls * evolve_in),
+                  round(trajectory_calls * evolve_out), settings.evol_llm),
+        PhasePlan("optimization: analyze", steps * m if optimizing else 0, round(steps * m * analysis_in),
+                  round(steps * m * 400), settings.optim_llm),
+        PhasePlan("optimization: optimize", steps * m if optimizing else 0, round(steps * m * (method_tokens + 700)),
+                  round(steps * m * (method_tokens + 100)), settings.optim_llm),
+        PhasePlan("optimization: validate (evolve + answer)", 2 * validations,
+                  round(validations * (evolve_in + 2 * mean_instruction)), round(validations * (evolve_out + respond_out)),
+                  settings.evol_llm),
+        PhasePlan("generation (evolve + answer, all levels)", round(2 * rows * loop),
+                  round(rows * loop * (evolve_in + 2 * mean_instruction)), round(rows * loop * (evolve_out + respond_out)),
+                  settings.evol_llm),
+    ]
+
+
+def format_plan(plans: list[PhasePlan]) -> str:
+    """A table of the plan, with totals and cost where the configs have prices."""
+    lines = [f"{'phase':44} {'calls':>7} {'input tok':>11} {'output tok':>11} {'cost USD':>9}"]
+    for plan in plans:
+        cost = plan.config.cost(plan.input_tokens, plan.output_tokens)
+        lines.append(f"{plan.phase:44} {plan.calls:>7} {plan.input_tokens:>11} {plan.output_tokens:>11} "
+                     f"{'-' if cost is None else f'{cost:.4f}':>9}")
+    costs = [p.config.cost(p.input_tokens, p.output_tokens) for p in plans]
+    total_cost = "-" if all(c is None for c in costs) else f"{sum(c or 0 for c in costs):.4f}"
+    lines.append(f"{'total (upper bound: nothing fails)':44} {sum(p.calls for p in plans):>7} "
+                 f"{sum(p.input_tokens for p in plans):>11} {sum(p.output_tokens for p in plans):>11} {total_cost:>9}")
+    return "\n".join(lines)

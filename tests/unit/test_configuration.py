@@ -1,0 +1,93 @@
+"""LLM config: presets, YAML files, env resolution and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_access.config import DEFAULT_DEEPSEEK_MODEL, choose_llm_configs, load_llm_config
+
+from user_errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in ("DEEPSEEK_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "DEEPSEEK_MODEL", "OPENAI_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the checkout
+
+
+def test_local_preset_is_embedded_lenient_and_serial():
+    config = load_llm_config("local", "evol")
+    assert config.embedded and config.parse_mode == "lenient" and config.concurrency == 1
+    assert config.api_key() == "not-needed"
+
+
+def test_optimizer_presets_sample_like_the_paper():
+    for preset in ("deepseek", "openai", "local"):
+        config = load_llm_config(preset, "optim")
+        assert (config.temperature, config.top_p) == (0.6, 0.95)
+
+
+def test_deepseek_preset_reads_model_and_key_name(monkeypatch):
+    config = load_llm_config("deepseek", "evol")
+    assert config.base_url == "https://api.deepseek.com" and config.model == DEFAULT_DEEPSEEK_MODEL
+    assert config.api_key_env == "DEEPSEEK_API_KEY"
+    monkeypatch.setenv("DEEPSEEK_MODEL", "deepseek-v4-pro")
+    assert load_llm_config("deepseek", "evol").model == "deepseek-v4-pro"
+
+
+def test_openai_preset_honours_base_url(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert load_llm_config("openai", "evol").base_url == "http://127.0.0.1:9/v1"
+
+
+def test_missing_key_names_the_variable_in_one_line():
+    config = load_llm_config("deepseek", "evol")
+    with pytest.raises(ConfigError) as error:
+        config.api_key()
+    assert "DEEPSEEK_API_KEY" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_key_is_read_from_env_and_never_dumped(monkeypatch):
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-secret-value-123456789")
+    config = load_llm_config("deepseek", "evol")
+    assert config.api_key() == "sk-test-secret-value-123456789"
+    assert "sk-test-secret" not in config.model_dump_json()
+
+
+def test_dotenv_file_is_read(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("DEEPSEEK_API_KEY=from-dotenv\n")
+    evol, optim, note = choose_llm_configs(None, None)
+    assert evol.name == optim.name == "deepseek" and "deepseek" in note
+    assert evol.api_key() == "from-dotenv"
+
+
+def test_default_is_local_without_a_key():
+    evol, optim, note = choose_llm_configs(None, None)
+    assert evol.embedded and optim.embedded
+    assert "local" in note and "\n" not in note
+
+
+def test_one_flag_configures_both_roles():
+    evol, optim, _ = choose_llm_configs("openai", None)
+    assert evol.name == optim.name == "openai"
+    assert optim.temperature == 0.6
+
+
+def test_yaml_file_overrides_a_preset(tmp_path):
+    path = tmp_path / "vllm.yaml"
+    path.write_text("preset: openai\nbase_url: http://127.0.0.1:8000/v1\nmodel: qwen\napi_key_env: VLLM_KEY\n"
+                    "concurrency: 32\nextra_body: {top_k: 20}\nmax_tokens: 512\n")
+    config = load_llm_config(str(path), "optim")
+    assert (config.base_url, config.model, config.concurrency, config.max_tokens) == ("http://127.0.0.1:8000/v1", "qwen", 32, 512)
+    assert config.extra_body == {"top_k": 20} and config.temperature == 0.6 and config.name == "vllm.yaml"
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    bad_field = tmp_path / "bad.yaml"
+    bad_field.write_text("model: x\ntemprature: 0.1\n")
+    with pytest.raises(ConfigError, match="bad.yaml: temprature") as error:
+        load_llm_config(str(bad_field), "evol")
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_llm_config("no-such-preset-or-file", "evol")
