@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dev-size", type=positive, default=d("dev_size"), help="rows every method is scored on (default: %(default)s)")
     data.add_argument("--test-run", type=int, choices=(0, 1), default=0, help="1: generate for the first 10 rows only")
     opt = p.add_argument_group("optimization")
-    opt.add_argument("--batch-size", type=positive, default=d("batch_size"), help="instructions per optimization step; also sizes generation chunks (default: %(default)s)")
+    opt.add_argument("--batch-size", type=positive, default=d("batch_size"), help="instructions per optimization step (the paper uses 10) (default: %(default)s)")
     opt.add_argument("--max-steps", "--max-step", dest="max_steps", type=non_negative, default=d("max_steps"), help="optimization steps at most; 0 generates with e0 (default: %(default)s)")
     opt.add_argument("--patience", type=positive, default=d("patience"), help="stop after this many steps without improvement (default: %(default)s)")
     opt.add_argument("--candidate-size", type=positive, default=d("candidate_size"), help="candidate methods m per step (default: %(default)s)")

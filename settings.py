@@ -29,7 +29,7 @@ class RunSettings(BaseModel):
     seed: int = 42
     """Shuffle and mini-batch sampling seed."""
     batch_size: int = 3
-    """Mini-batch size per optimization step; also sizes generation chunks."""
+    """Mini-batch size per optimization step (the paper uses 10)."""
     max_steps: int = 1
     """Optimization steps at most."""
     patience: int = 2

@@ -101,8 +101,8 @@ class StepRecord(TypedDict):
     """Why the kept method was kept."""
 
 
-class ChunkItem(TypedDict, total=False):
-    """An instruction moving through one generation chunk."""
+class LevelItem(TypedDict, total=False):
+    """An instruction moving through one generation level, from its parent to its record or failure."""
 
     id: str
     root_id: str
@@ -120,6 +120,8 @@ class ChunkItem(TypedDict, total=False):
     """reason and detail when a diversity step eliminated the item."""
     lineage: str
     """"breadth" for an instruction a breadth step created (a new lineage)."""
+    added_by: str
+    """The diversity step that created this item (it has no parent in the previous level)."""
 
 
 def _setting(name: str):
@@ -230,7 +232,10 @@ class OptimizationTask(TypedDict):
 
 @dataclass(kw_only=True)
 class GenerationState:
-    """State of one generation level, shared by key with the workflow state."""
+    """State of one generation level, shared by key with the workflow state.
+
+    The level's items never enter it: they stream from the store and back into it.
+    """
 
     level: int = 0
     """The level being built."""
@@ -238,8 +243,4 @@ class GenerationState:
     method_id: str = ""
     level_spans: dict[str, list[int]] = field(default_factory=dict)
     level_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    cursor: int = 0
-    """Byte offset of the next parent to read."""
-    chunk: list[ChunkItem] = field(default_factory=list)
-    """Items of the chunk in flight; replaced, never accumulated."""
     phase_times: Annotated[dict[str, list[float]], merge_phase_times] = field(default_factory=dict)

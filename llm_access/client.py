@@ -173,6 +173,8 @@ class ChatLLM:
         self.budget = budget or TokenBudget(None)
         self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
         self._slots = asyncio.Semaphore(max(1, config.concurrency))
+        self.in_flight = 0
+        """Requests sent and not yet answered, for progress."""
         self._rate_lock = asyncio.Lock()
         self._next_start = 0.0
 
@@ -213,9 +215,8 @@ class ChatLLM:
     async def _complete_with_retries(self, messages, sample_index, accept, usage: RoleUsage) -> Completion:
         last_reason, last_detail = "error", ""
         for attempt in range(self.config.max_retries + 1):
-            usage.requests += 1
             try:
-                completion = await self._request(messages, sample_index, attempt)
+                completion = await self._request(messages, sample_index, attempt, usage)
                 # Every answer costs tokens, the rejected ones too.
                 usage.input_tokens += completion.input_tokens
                 usage.output_tokens += completion.output_tokens
@@ -241,14 +242,19 @@ class ChatLLM:
             raise FatalLLMError(f"cannot reach the LLM endpoint {self.config.base_url}: {last_detail}")
         raise LLMCallFailed(last_reason, last_detail)
 
-    async def _request(self, messages, sample_index: int, attempt: int) -> Completion:
+    async def _request(self, messages, sample_index: int, attempt: int, usage: RoleUsage) -> Completion:
         kwargs: dict[str, Any] = {}
         if self.config.seed is not None:
             # Distinct samples of one prompt need distinct seeds; a re-ask must not repeat itself.
             kwargs["seed"] = self.config.seed + 1000 * sample_index + attempt
         async with self._slots:
             await self._respect_rate_limit()
-            message = await asyncio.wait_for(self.model.ainvoke(messages, **kwargs), self.config.timeout + 5)
+            usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
+            self.in_flight += 1
+            try:
+                message = await asyncio.wait_for(self.model.ainvoke(messages, **kwargs), self.config.timeout + 5)
+            finally:
+                self.in_flight -= 1
         usage = getattr(message, "usage_metadata", None) or {}
         text = strip_think(message.content if isinstance(message.content, str) else str(message.content))
         return Completion(text, usage.get("input_tokens", 0), usage.get("output_tokens", 0))

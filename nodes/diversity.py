@@ -1,15 +1,19 @@
 """Diversity: the hook in each generation level where survivors are filtered or extended.
 
-Each step takes the chunk's survivors and returns them, marking an item it eliminates with
-`elimination = {"reason", "detail"}` and appending new items it creates. Built in:
-`dedup` (MinHash LSH near-duplicates across seeds and every level), `breadth` (an
-in-breadth mutation writes a new instruction for a share of survivors) and `equality`
-(an LLM judge; see --equality-check). Any other name is `module:function` or
-`path/to/file.py:function`, an async function with the same signature.
+Every surviving evolution passes the level's steps in order, one item at a time as it
+arrives, so no item waits for a chunk. A step eliminates an item by marking it
+(`eliminate_item`) and creates new items by returning them beside it.
+
+Built in, deciding per item: `dedup` (an atomic check-and-insert into the near-duplicate
+index of seeds and every level), `breadth` (an in-breadth mutation writes a new
+instruction for a share of survivors) and `equality` (an LLM judge; see --equality-check).
+Any other name is `module:function` or `path/to/file.py:function`: an async function over a
+list of items, fed micro-batches of whatever items are ready.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import random
@@ -17,17 +21,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from langchain_core.runnables import RunnableConfig
-
-from user_errors import ConfigError
-from record_store.near_duplicates import NearDuplicateIndex
-from nodes.generator import failure_record
-from resources import RunResources, resources_from, timed
-from state import ChunkItem, GenerationState
-from llm_tasks.evolution import create_in_breadth
+from llm_access.client import FatalLLMError
 from llm_tasks.answers import judge_information_gain
+from llm_tasks.evolution import create_in_breadth
+from record_store.near_duplicates import NearDuplicateIndex
+from resources import RunResources
+from state import LevelItem
+from user_errors import ConfigError
 
-DiversityStep = Callable[[list[ChunkItem], "StepContext"], Awaitable[list[ChunkItem]]]
+DiversityStep = Callable[[list[LevelItem], "StepContext"], Awaitable[list[LevelItem]]]
+"""A user's step: takes a list of items, returns them (and any it created)."""
+ItemStep = Callable[[LevelItem, "StepContext"], Awaitable[list[LevelItem]]]
+"""A built-in step: takes one item, returns it (and any it created)."""
+
+MICRO_BATCH_ITEMS = 64
+MICRO_BATCH_SECONDS = 0.1
+
+
+class DiversityStepError(ConfigError):
+    """A diversity step failed or returned something malformed; the run ends naming it."""
 
 
 @dataclass
@@ -38,48 +50,41 @@ class StepContext:
     resources: RunResources
 
 
-def eliminate_item(item: ChunkItem, reason: str, detail: str = "") -> None:
-    """Mark an item as eliminated; the diversity node records it as a failure."""
+def eliminate_item(item: LevelItem, reason: str, detail: str = "") -> None:
+    """Mark an item as eliminated; it is recorded as a failure with this reason."""
     item["elimination"] = {"reason": reason, "detail": detail}
 
 
-async def dedup_step(chunk: list[ChunkItem], context: StepContext) -> list[ChunkItem]:
-    """Eliminate near-duplicates of anything in the pool (seeds, every level, this chunk)."""
+async def dedup_item(item: LevelItem, context: StepContext) -> list[LevelItem]:
+    """Eliminate a near-duplicate of anything in the pool (seeds, every level); otherwise join the pool."""
     index = near_duplicate_index(context.resources)
-    for item in chunk:
-        if item.get("elimination"):
-            continue
-        if match := index.add_unless_duplicate(item["id"], item["root_id"], item["instruction"]):
-            eliminate_item(item, "near_duplicate", f"duplicates {match}")
-    return chunk
+    if match := index.add_unless_duplicate(item["id"], item["root_id"], item["instruction"]):
+        eliminate_item(item, "near_duplicate", f"duplicates {match}")
+    return [item]
 
 
-async def breadth_step(chunk: list[ChunkItem], context: StepContext) -> list[ChunkItem]:
-    """For a share of the survivors, write a brand-new instruction in the same domain."""
+async def breadth_item(item: LevelItem, context: StepContext) -> list[LevelItem]:
+    """For a share of the survivors, write a brand-new instruction in the same domain beside it."""
     resources = context.resources
-    survivors = [item for item in chunk if not item.get("elimination")]
-    ratio = resources.settings.breadth_ratio
-    chosen = [item for item in survivors if _picked(item["id"], ratio, resources.settings.seed)]
-    created = [await create_in_breadth(resources.llms.evol, item, resources.rules, context.level) for item in chosen]
-    return chunk + created
+    if not _picked(item["id"], resources.settings.breadth_ratio, resources.settings.seed):
+        return [item]
+    return [item, await create_in_breadth(resources.llms.evol, item, resources.rules, context.level)]
 
 
-async def equality_step(chunk: list[ChunkItem], context: StepContext) -> list[ChunkItem]:
-    """Eliminate evolutions that the LLM judges to add nothing over their parent."""
-    llm = context.resources.llms.evol
-    for item in chunk:
-        if not item.get("elimination") and "parent_instruction" in item:
-            if not await judge_information_gain(llm, item["parent_instruction"], item["instruction"]):
-                eliminate_item(item, "no_information_gain", "the judge saw nothing added over the parent")
-    return chunk
+async def equality_item(item: LevelItem, context: StepContext) -> list[LevelItem]:
+    """Eliminate an evolution that the LLM judges to add nothing over its parent."""
+    if "parent_instruction" in item and not await judge_information_gain(
+            context.resources.llms.evol, item["parent_instruction"], item["instruction"]):
+        eliminate_item(item, "no_information_gain", "the judge saw nothing added over the parent")
+    return [item]
 
 
 def _picked(item_id: str, ratio: float, seed: int) -> bool:
-    # Decided by id, not by position, so a resumed chunk picks the same items.
+    # Decided by id, not by arrival order, so a resumed level picks the same items.
     return random.Random(f"{seed}:{item_id}").random() < ratio
 
 
-BUILT_IN_STEPS: dict[str, DiversityStep] = {"dedup": dedup_step, "breadth": breadth_step, "equality": equality_step}
+BUILT_IN_STEPS: dict[str, ItemStep] = {"dedup": dedup_item, "breadth": breadth_item, "equality": equality_item}
 
 
 def near_duplicate_index(resources: RunResources) -> NearDuplicateIndex:
@@ -90,9 +95,7 @@ def near_duplicate_index(resources: RunResources) -> NearDuplicateIndex:
 
 
 def load_step(name: str) -> DiversityStep:
-    """A built-in step, or `module:function` / `file.py:function` from the user's code."""
-    if name in BUILT_IN_STEPS:
-        return BUILT_IN_STEPS[name]
+    """A user's step, `module:function` or `file.py:function`."""
     module_name, _, function = name.partition(":")
     if not function:
         raise ConfigError(f"--diversity '{name}': use dedup, breadth, none, or module:function")
@@ -104,8 +107,8 @@ def load_step(name: str) -> DiversityStep:
         else:
             module = importlib.import_module(module_name)
         return getattr(module, function)
-    except (ImportError, FileNotFoundError, AttributeError) as exc:
-        raise ConfigError(f"--diversity '{name}': cannot load it ({exc})") from None
+    except Exception as exc:  # any error in the user's module is theirs to fix: one line naming the step
+        raise ConfigError(f"--diversity '{name}': cannot load it ({type(exc).__name__}: {exc})".splitlines()[0]) from None
 
 
 def step_names(resources: RunResources) -> list[str]:
@@ -113,21 +116,115 @@ def step_names(resources: RunResources) -> list[str]:
     return (["equality"] if resources.settings.equality_check else []) + names
 
 
-@timed("generation")
-async def diversity(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads the surviving chunk; runs the diversity steps, records eliminations, writes the new chunk."""
-    resources = resources_from(config)
-    context = StepContext(level=state.level, resources=resources)
-    chunk = [dict(item) for item in state.chunk]
-    for name in step_names(resources):
-        chunk = await load_step(name)(chunk, context)
-    eliminated = [item for item in chunk if item.get("elimination")]
-    resources.store.add_failures([failure_record(item, "diversity", item["elimination"]["reason"],
-                                                 item["elimination"]["detail"], item.get("raw", ""))
-                                  for item in eliminated])
-    counts = dict(state.level_counts[str(state.level)])
-    counts["failures"] += len(eliminated)
-    counts["added"] = counts.get("added", 0) + sum(1 for item in chunk if item.get("lineage") == "breadth")
-    return {"chunk": [item for item in chunk if not item.get("elimination")],
-            "level_counts": {**state.level_counts, str(state.level): counts}}
+def sort_out(name: str, level: int, inputs: list[LevelItem], returned: object) -> list[list[LevelItem]]:
+    """Per input item: itself as the step returned it, then the items the step created from it.
 
+    An input the step did not return is eliminated as `removed_by_step`; a created item
+    goes with the input named by its `parent_id` (else the first) and is marked `added_by`.
+    """
+    if not isinstance(returned, list) or not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in returned):
+        raise DiversityStepError(f"diversity step '{name}' must return a list of items (dicts with an 'id'), "
+                                 f"got {type(returned).__name__}")
+    position = {item["id"]: n for n, item in enumerate(inputs)}
+    outputs: list[list[LevelItem]] = [[] for _ in inputs]
+    returned_inputs: set[str] = set()
+    for item in returned:
+        if item["id"] in position and item["id"] not in returned_inputs:
+            returned_inputs.add(item["id"])
+            outputs[position[item["id"]]].insert(0, item)
+            continue
+        if not isinstance(item.get("instruction"), str) and not item.get("elimination"):
+            raise DiversityStepError(f"diversity step '{name}' created item '{item['id']}' without an instruction")
+        item.setdefault("added_by", name)
+        item.setdefault("level", level)
+        item.setdefault("root_id", item["id"])
+        item.setdefault("original", item.get("instruction"))
+        outputs[position.get(item.get("parent_id"), 0)].append(item)
+    for item, own in zip(inputs, outputs):
+        if item["id"] not in returned_inputs:
+            eliminate_item(item, "removed_by_step", f"{name} did not return it")
+            own.insert(0, item)
+    return outputs
+
+
+def _step_failed(name: str, exc: Exception) -> Exception:
+    if isinstance(exc, (FatalLLMError, ConfigError)):
+        return exc
+    return DiversityStepError(f"diversity step '{name}' failed: {type(exc).__name__}: {exc}".splitlines()[0])
+
+
+class MicroBatcher:
+    """Feeds a list-API step micro-batches of whatever items are ready: up to 64, or those of 100 ms."""
+
+    def __init__(self, name: str, step: DiversityStep, context: StepContext):
+        self.name, self.step, self.context = name, step, context
+        self._waiting: list[tuple[LevelItem, asyncio.Future]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: set[asyncio.Task] = set()
+
+    async def __call__(self, item: LevelItem) -> list[LevelItem]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append((item, future))
+        if len(self._waiting) >= MICRO_BATCH_ITEMS:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(MICRO_BATCH_SECONDS, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._waiting = self._waiting, []
+        if batch:
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[LevelItem, asyncio.Future]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            outputs = sort_out(self.name, self.context.level, items, await self.step(list(items), self.context))
+        except Exception as exc:  # handed to every waiting item; the level ends with it
+            error = _step_failed(self.name, exc)
+            outputs = [error] * len(batch)
+        for (_, future), result in zip(batch, outputs):
+            if not future.done():
+                future.set_exception(result) if isinstance(result, Exception) else future.set_result(result)
+
+
+class DiversitySteps:
+    """The level's steps in order; `apply` passes one item through all of them."""
+
+    def __init__(self, resources: RunResources, level: int):
+        context = StepContext(level=level, resources=resources)
+        self.steps: list[tuple[str, Callable[[LevelItem], Awaitable[list[LevelItem]]]]] = []
+        for name in step_names(resources):
+            if name in BUILT_IN_STEPS:
+                self.steps.append((name, self._per_item(name, BUILT_IN_STEPS[name], context)))
+            else:
+                self.steps.append((name, MicroBatcher(name, load_step(name), context)))
+
+    @staticmethod
+    def _per_item(name: str, step: ItemStep, context: StepContext):
+        async def run(item: LevelItem) -> list[LevelItem]:
+            try:
+                returned = await step(item, context)
+            except Exception as exc:
+                raise _step_failed(name, exc) from None
+            return sort_out(name, context.level, [item], returned)[0]
+        return run
+
+    async def apply(self, item: LevelItem) -> list[LevelItem]:
+        """The item and any items created from it, each either eliminated or through every step."""
+        live, finished = [item], []
+        for _, step in self.steps:
+            if not live:
+                break
+            passed = []
+            for outputs in await asyncio.gather(*(step(i) for i in live)):
+                for out in outputs:
+                    (finished if out.get("elimination") else passed).append(out)
+            live = passed
+        return finished + live

@@ -1,19 +1,28 @@
-"""Generator: one level of the final dataset, chunk by chunk.
+"""Generator: one level of the final dataset, streamed item by item.
 
-Parents are the survivors of the previous level, read by byte offset from their
-file; children and failures are appended to the record store as each chunk ends.
+Parents are the survivors of the previous level, read by byte offset from their file.
+Each parent flows evolve → evolution rules → diversity steps → respond → written record
+on its own, and a freed request slot is taken by the next item at once: nothing waits
+for a chunk. Only the level boundary waits, because the next level needs its parents.
+The record store is the truth of what is done, so a killed level resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
 
 from langchain_core.runnables import RunnableConfig
 
-from resources import RunResources, emit, resources_from, timed
-from state import ChunkItem, GenerationState
-from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
+from llm_tasks.evolution import evolve
+from nodes.diversity import DiversitySteps
+from record_store.store import failure_record
+from resources import RunResources, emit, resources_from, timed
+from state import GenerationState, LevelItem
+
+PROGRESS_SECONDS = 0.25
 
 
 def child_id(root_id: str, level: int) -> str:
@@ -21,120 +30,150 @@ def child_id(root_id: str, level: int) -> str:
     return f"{root_id}.L{level}"
 
 
-def _parents_file(resources: RunResources, level: int):
-    store = resources.store
-    return store.seeds_path if level == 0 else store.records_path
+def items_in_flight(resources: RunResources) -> int:
+    """Parents streamed at once: enough to keep every request slot busy while some items are between calls."""
+    return 4 * max(1, resources.llms.evol.config.concurrency) + 32
 
 
-def chunk_size(resources: RunResources) -> int:
-    """One checkpoint per chunk; big enough to keep every LLM slot busy."""
-    return resources.settings.batch_size * max(1, resources.settings.evol_llm.concurrency)
+async def stream_all(items: Iterable, worker: Callable[[object], Awaitable[None]], window: int) -> None:
+    """Run `worker` on every item, at most `window` at once, starting the next as soon as one ends.
+
+    The first error cancels the rest and is raised as it is (a budget stop, a bad key, a failing step).
+    """
+    slots, running, errors = asyncio.Semaphore(window), set(), []
+
+    def finished(task: asyncio.Task) -> None:
+        running.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            errors.append(task.exception())
+
+    try:
+        for item in items:
+            await slots.acquire()
+            if errors:
+                break
+            task = asyncio.create_task(worker(item))
+            running.add(task)
+            task.add_done_callback(finished)
+        while running and not errors:
+            await asyncio.wait(set(running), return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in list(running):
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    if errors:
+        raise errors[0]
 
 
-def failure_record(item: ChunkItem, stage: str, reason: str, detail: str, raw: str) -> dict:
-    """The failures.jsonl line for an item that was eliminated at `stage`."""
-    return {"id": item["id"], "root_id": item["root_id"], "parent_id": item["parent_id"], "level": item["level"],
-            "stage": stage, "reason": reason, "detail": detail, "instruction": item.get("instruction"), "raw": raw}
-
-
-@timed("generation")
-async def start_level(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads the level reached so far; writes the next level, its parents' cursor and its start offset."""
-    store = resources_from(config).store
-    level = state.level + 1
-    spans = {**state.level_spans, str(level): [store.size(store.records_path), -1]}
-    return {"level": level, "cursor": state.level_spans[str(level - 1)][0], "level_spans": spans,
-            "level_counts": {**state.level_counts, str(level): {"parents": 0, "records": 0, "failures": 0}}}
-
-
-@timed("generation")
-async def next_chunk(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads parents from the cursor; writes the chunk to evolve and the advanced cursor."""
-    resources = resources_from(config)
-    end = state.level_spans[str(state.level - 1)][1]
-    chunk, cursor = [], state.cursor
-    for cursor, parent in resources.store.iter_range(_parents_file(resources, state.level - 1), state.cursor, end,
-                                                     limit=chunk_size(resources)):
-        chunk.append(ChunkItem(
-            id=child_id(parent["root_id"], state.level), root_id=parent["root_id"], parent_id=parent["id"],
-            level=state.level, parent_instruction=parent["instruction"], original=parent["original"],
-            **({"reference": parent["reference"]} if "reference" in parent else {}),
-        ))
-    counts = dict(state.level_counts[str(state.level)])
-    counts["parents"] += len(chunk)
-    return {"chunk": chunk, "cursor": cursor, "level_counts": {**state.level_counts, str(state.level): counts}}
-
-
-@timed("generation")
-async def evolve_chunk(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads the chunk's parent instructions; writes each item's raw evolution answer."""
-    resources = resources_from(config)
-    outcomes = await asyncio.gather(*(
-        evolve(resources.llms.evol, state.method, item["parent_instruction"], resources.rules) for item in state.chunk
-    ))
-    chunk = []
-    for item, outcome in zip(state.chunk, outcomes):
-        failure = {"reason": outcome.failure.reason, "detail": outcome.failure.detail} if outcome.failure else None
-        chunk.append({**item, "instruction": outcome.candidate_text, "raw": outcome.raw,
-                      "lenient": outcome.lenient, "evolution_failure": failure})
-    return {"chunk": chunk}
-
-
-@timed("generation")
-async def eliminate(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads the evolved chunk; writes failed evolutions to failures.jsonl and keeps the rest."""
-    store = resources_from(config).store
-    failed = [i for i in state.chunk if i.get("evolution_failure")]
-    store.add_failures([failure_record(i, "evolve", i["evolution_failure"]["reason"], i["evolution_failure"]["detail"],
-                                 i["raw"]) for i in failed])
-    counts = dict(state.level_counts[str(state.level)])
-    counts["failures"] += len(failed)
-    return {"chunk": [i for i in state.chunk if not i.get("evolution_failure")],
-            "level_counts": {**state.level_counts, str(state.level): counts}}
-
-
-def _record(item: ChunkItem, response: str, method_id: str) -> dict:
+def record_line(item: LevelItem, response: str, method_id: str) -> dict:
+    """The records.jsonl line of an item that evolved and was answered."""
     record = {"id": item["id"], "root_id": item["root_id"], "parent_id": item["parent_id"], "level": item["level"],
               "instruction": item["instruction"], "response": response, "original": item["original"]}
     if "reference" in item:
         record["reference"] = item["reference"]
-    if item.get("lineage"):
-        record["lineage"] = item["lineage"]
+    for optional in ("lineage", "added_by"):
+        if item.get(optional):
+            record[optional] = item[optional]
     record["method_id"] = method_id
     record["parse"] = "lenient" if item.get("lenient") else "marker"
     return record
 
 
-@timed("generation")
-async def respond_chunk(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads the surviving chunk; answers each item and writes records, or failures when F fails."""
-    resources = resources_from(config)
-    answers = await asyncio.gather(*(respond(resources.llms.evol, i["instruction"], resources.rules) for i in state.chunk))
-    records, failures = [], []
-    for item, answer in zip(state.chunk, answers):
-        if answer.failure:
-            failures.append(failure_record(item, "respond", answer.failure.reason, answer.failure.detail, answer.raw))
+class LevelStream:
+    """One level in flight: every parent streams through the item pipeline and into the store."""
+
+    def __init__(self, resources: RunResources, state: GenerationState, total: int):
+        self.resources, self.level = resources, state.level
+        self.method, self.method_id = state.method, state.method_id
+        self.steps = DiversitySteps(resources, state.level)
+        self.total, self.done, self.failures = total, 0, 0
+        self._last_progress = 0.0
+
+    def pending_parents(self, span: list[int]) -> Iterable[dict]:
+        """The previous level's survivors whose child is not yet written (all of them, unless resuming)."""
+        store = self.resources.store
+        path = store.seeds_path if self.level == 1 else store.records_path
+        for _, parent in store.iter_range(path, span[0], span[1]):
+            if store.is_written(child_id(parent["root_id"], self.level), self.level):
+                self.done += 1
+            else:
+                yield parent
+
+    async def run_parent(self, parent: dict) -> None:
+        """Evolve one parent, pass it through the diversity steps, answer what survives, write it all."""
+        item = LevelItem(id=child_id(parent["root_id"], self.level), root_id=parent["root_id"], parent_id=parent["id"],
+                         level=self.level, parent_instruction=parent["instruction"], original=parent["original"])
+        if "reference" in parent:
+            item["reference"] = parent["reference"]
+        resources = self.resources
+        outcome = await evolve(resources.llms.evol, self.method, parent["instruction"], resources.rules)
+        item.update(instruction=outcome.candidate_text, raw=outcome.raw, lenient=outcome.lenient)
+        if outcome.failure:
+            outputs = [(False, failure_record(item, "evolve", outcome.failure.reason, outcome.failure.detail, outcome.raw))]
         else:
-            records.append(_record(item, answer.text, state.method_id))
-    resources.store.add_failures(failures)
-    resources.store.add_records(records)
-    counts = dict(state.level_counts[str(state.level)])
-    counts["failures"] += len(failures)
-    counts["records"] += len(records)
-    emit_level_progress(state, counts, resources)
-    return {"chunk": [], "level_counts": {**state.level_counts, str(state.level): counts}}
+            outputs = await asyncio.gather(*(self._answer(i) for i in await self.steps.apply(item)))
+        self._write(item["id"], outputs)
 
+    async def _answer(self, item: LevelItem) -> tuple[bool, dict]:
+        """(True, record) for an answered item; (False, failure) for one eliminated by a step or by F."""
+        if item.get("elimination"):
+            elimination = item["elimination"]
+            return False, failure_record(item, "diversity", elimination["reason"], elimination["detail"], item.get("raw", ""))
+        answer = await respond(self.resources.llms.evol, item["instruction"], self.resources.rules)
+        if answer.failure:
+            return False, failure_record(item, "respond", answer.failure.reason, answer.failure.detail, answer.raw)
+        return True, record_line(item, answer.text, self.method_id)
 
-def emit_level_progress(state: GenerationState, counts: dict[str, int], resources: RunResources) -> None:
-    total = state.level_counts[str(state.level - 1)]["records"] + counts.get("added", 0)
-    output_tokens = sum(u.get("output_tokens", 0) for u in resources.llms.usage_this_invocation().values())
-    emit({"event": "level", "level": state.level, "done": counts["records"] + counts["failures"], "total": total,
-          "failures": counts["failures"], "output_tokens": output_tokens})
+    def _write(self, own_id: str, outputs: list[tuple[bool, dict]]) -> None:
+        # The parent's own child goes last: once it is on disk, so is everything created beside
+        # it, which is what lets a resumed level skip this parent whole.
+        store = self.resources.store
+        for own in (False, True):
+            group = [(ok, line) for ok, line in outputs if (line["id"] == own_id) == own]
+            store.add_failures([line for ok, line in group if not ok])
+            store.add_records([line for ok, line in group if ok])
+        self.done += 1
+        self.failures += sum(1 for ok, line in outputs if not ok and line["id"] == own_id)
+        self.total += sum(1 for _, line in outputs if line["id"] != own_id)
+        self.report_progress()
+
+    def report_progress(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last_progress < PROGRESS_SECONDS:
+            return
+        self._last_progress = now
+        llms = self.resources.llms
+        usage = llms.usage_this_invocation().values()
+        emit({"event": "level", "level": self.level, "done": self.done, "total": self.total, "failures": self.failures,
+              "in_flight": sum(client.in_flight for client in llms.clients()),
+              "requests": sum(u.get("requests", 0) for u in usage),
+              "output_tokens": sum(u.get("output_tokens", 0) for u in usage)})
 
 
 @timed("generation")
-async def finish_level(state: GenerationState, config: RunnableConfig) -> dict:
-    """Writes the end offset of this level's survivors, so the next level reads exactly them."""
+async def start_level(state: GenerationState, config: RunnableConfig) -> dict:
+    """Reads the level reached so far; writes the next level and where its records start in records.jsonl."""
     store = resources_from(config).store
-    spans = {**state.level_spans, str(state.level): [state.level_spans[str(state.level)][0], store.size(store.records_path)]}
-    return {"level_spans": spans}
+    level = state.level + 1
+    return {"level": level, "level_spans": {**state.level_spans, str(level): [store.size(store.records_path), -1]}}
+
+
+@timed("generation")
+async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
+    """Reads the previous level's survivors; streams each through the item pipeline into the store.
+
+    Writes the level's end offset and its counts, taken from the store so that a resumed level counts
+    what earlier invocations wrote: parents, records, failures, and items the diversity steps added.
+    """
+    resources = resources_from(config)
+    level, store = state.level, resources.store
+    parents_span = state.level_spans[str(level - 1)]
+    parents = state.level_counts[str(level - 1)]["records"]  # every record of a level is a parent of the next
+    stream = LevelStream(resources, state, total=parents)
+    await stream_all(stream.pending_parents(parents_span), stream.run_parent, items_in_flight(resources))
+    stream.report_progress(final=True)
+    store.sync()
+    counts = {"parents": parents, **store.level_tally(level)}
+    return {"level_spans": {**state.level_spans, str(level): [state.level_spans[str(level)][0], store.size(store.records_path)]},
+            "level_counts": {**state.level_counts, str(level): counts}}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from record_store.store import failure_record
 from settings import RunSettings
 from user_errors import ConfigError
 
@@ -103,8 +104,8 @@ def read_seed_set(settings: RunSettings) -> SeedSet:
         if seed is not None and (first := first_with_text.setdefault(" ".join(seed["instruction"].split()), row_id)) != row_id:
             reason, detail = "duplicate_instruction", f"same text as row {first}"
         if reason:
-            seeds.refused.append({"id": row_id, "root_id": row_id, "parent_id": None, "level": 0, "stage": "input",
-                                  "reason": reason, "detail": detail, "raw": repr(instruction)[:500]})
+            row = {"id": row_id, "root_id": row_id, "level": 0}
+            seeds.refused.append(failure_record(row, "input", reason, detail, repr(instruction)[:500]))
             continue
         seeds.rows.append(seed)
     return seeds

@@ -23,6 +23,15 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def failure_record(item: dict, stage: str, reason: str, detail: str, raw: str) -> dict:
+    """The failures.jsonl line for an item eliminated at `stage` (input, evolve, diversity or respond)."""
+    failure = {"id": item["id"], "root_id": item["root_id"], "parent_id": item.get("parent_id"), "level": item["level"],
+               "stage": stage, "reason": reason, "detail": detail, "instruction": item.get("instruction"), "raw": raw}
+    if item.get("added_by"):
+        failure["added_by"] = item["added_by"]
+    return failure
+
+
 def _dump(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
@@ -37,11 +46,27 @@ class RecordStore:
         self.records_path = self.directory / "records.jsonl"
         self.failures_path = self.directory / "failures.jsonl"
         self._written: set[tuple[str, int]] = set()
+        self._tallies: dict[Path, Counter] = {self.records_path: Counter(), self.failures_path: Counter()}
+        self._added: Counter = Counter()
         for path in (self.records_path, self.failures_path):
             path.touch()  # both files exist even when one stays empty
             self._repair_partial_line(path)
-            for _, item in self.iter_range(path, 0, None):
-                self._written.add((item["id"], item["level"]))
+            self._note_written(path, [item for _, item in self.iter_range(path, 0, None)])
+
+    def _note_written(self, path: Path, items: list[dict]) -> None:
+        for item in items:
+            self._written.add((item["id"], item["level"]))
+            self._tallies[path][item["level"]] += 1
+            self._added[item["level"]] += bool(item.get("added_by"))
+
+    def is_written(self, item_id: str, level: int) -> bool:
+        """Whether (id, level) already has its record or failure: resume skips it."""
+        return (item_id, level) in self._written
+
+    def level_tally(self, level: int) -> dict[str, int]:
+        """Records, failures, and outputs of items a diversity step added, written for one level."""
+        return {"records": self._tallies[self.records_path][level], "failures": self._tallies[self.failures_path][level],
+                "added": self._added[level]}
 
     @staticmethod
     def _repair_partial_line(path: Path) -> None:
@@ -83,15 +108,23 @@ class RecordStore:
             handle.writelines(_dump(row) for row in rows)
 
     def append(self, path: Path, items: list[dict]) -> int:
-        """Append items not written before; returns how many were new."""
+        """Append items not written before, in one write; returns how many were new.
+
+        The write reaches the kernel before this returns, so a killed process loses nothing it
+        was told is written; `sync` at level boundaries makes it durable against power loss too.
+        """
         fresh = [item for item in items if (item["id"], item["level"]) not in self._written]
         if fresh:
             with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(_dump(item) for item in fresh)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._written.update((item["id"], item["level"]) for item in fresh)
+                handle.write("".join(_dump(item) for item in fresh))
+            self._note_written(path, fresh)
         return len(fresh)
+
+    def sync(self) -> None:
+        """Flush the result files to disk (once per level: an fsync per item would cost milliseconds each)."""
+        for path in (self.records_path, self.failures_path):
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
 
     def add_records(self, items: list[dict]) -> int:
         return self.append(self.records_path, items)

@@ -44,8 +44,10 @@ class ProgressDisplay:
             bar = self._bar(f"level:{event['level']}", f"level {event['level']}", event["total"])
             bar.total = max(bar.total or 0, event["total"])
             bar.n = event["done"]
-            rate = event["output_tokens"] / max(1e-9, time.monotonic() - self.started)
-            bar.set_postfix(failures=event["failures"], tok_s=f"{rate:.0f}")
+            elapsed = max(1e-9, time.monotonic() - self.started)
+            bar.set_postfix(failures=event["failures"], in_flight=event.get("in_flight", 0),
+                            req_s=f"{event.get('requests', 0) / elapsed:.1f}",
+                            tok_s=f"{event['output_tokens'] / elapsed:.0f}")
         elif kind == "step":
             bar = self._bar("steps", "optimization steps", self.max_steps)
             bar.n = event["step"]

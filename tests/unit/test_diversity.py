@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_settings, run_workflow
+from conftest import fake_llm_config, make_settings, run_workflow
 from record_store.near_duplicates import NearDuplicateIndex
 from fakes import ScriptedChatModel, default_responder, task_of
 
@@ -64,8 +64,9 @@ NEAR_DUPLICATES = ["Explain how a rainbow forms, in simple terms for a child.",
 
 
 def test_dedup_removes_near_duplicates_across_lineages_and_accounting_holds(tmp_path):
+    # One request at a time, so evolutions arrive in input order and the first of a pair stays.
     settings = make_settings(tmp_path, data_path=_data(tmp_path, NEAR_DUPLICATES), max_steps=0, loop=2,
-                             diversity=["dedup"], dedup_threshold=0.7)
+                             diversity=["dedup"], dedup_threshold=0.7, evol_llm=fake_llm_config("evol", concurrency=1))
     run_workflow(settings, ScriptedChatModel())
     out = tmp_path / "out"
     duplicates = [f for f in _read(out / "failures.jsonl") if f["reason"] == "near_duplicate"]
