@@ -18,9 +18,9 @@ from langgraph.config import get_stream_writer
 
 from user_errors import ConfigError
 
-from settings import RunSettings
+from settings import RunSettings, settings_from_inputs
+from state import RunInput
 
-from llm_access.config import choose_llm_configs
 from record_store.near_duplicates import NearDuplicateIndex
 from failure_checks.rules import FailureRules
 from llm_access.embedded_server import shared_embedded_server
@@ -91,16 +91,14 @@ def resources_from(config: RunnableConfig) -> RunResources:
     return _BUILT[thread]
 
 
-def start_resources(state, config: RunnableConfig) -> RunResources:
+def start_resources(run_input: RunInput, config: RunnableConfig) -> RunResources:
     """At the first node: run.py's resources, or build them from Studio's input form."""
     configurable = config.get("configurable") or {}
     if configurable.get("resources") is not None:
         return configurable["resources"]
-    evol, optim, _ = choose_llm_configs(state.evol_llm_config or None, state.optim_llm_config or None)
-    fields = {name: getattr(state, name) for name in RunSettings.model_fields if hasattr(state, name)}
-    fields["diversity"] = [step.strip() for step in state.diversity.split(",") if step.strip()]
-    settings = RunSettings(**fields, evol_llm=evol, optim_llm=optim)
-    embedded_url = shared_embedded_server().base_url if evol.embedded or optim.embedded else None
+    settings, _ = settings_from_inputs(run_input.model_dump())
+    needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
+    embedded_url = shared_embedded_server().base_url if needs_server else None
     _BUILT[configurable.get("thread_id")] = resources = RunResources.build(settings, embedded_url=embedded_url)
     return resources
 

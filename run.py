@@ -14,13 +14,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from user_errors import ConfigError
 
-from settings import RunSettings
-
-from llm_access.config import choose_llm_configs
+from settings import RunSettings, scalar_type, setting_inputs, settings_from_inputs
 
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
                 "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json")
@@ -33,82 +29,47 @@ def positive(value: str) -> int:
     return number
 
 
-def non_negative(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return number
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each flag's default after its help, unless it has none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in action.help:
+            return action.help
+        return action.help + " (default: %(default)s)"
 
 
-def step_list(value: str) -> list[str]:
-    steps = [step.strip() for step in value.split(",") if step.strip()]
-    if not steps:
-        raise argparse.ArgumentTypeError("name at least one step, or none")
-    return steps
+def add_setting_flags(parser: argparse.ArgumentParser) -> dict:
+    """One flag per RunSettings field, in its help group; returns the groups by name."""
+    groups = {}
+    for setting in setting_inputs():
+        if setting.group not in groups:
+            groups[setting.group] = parser.add_argument_group(setting.group)
+        value_type = scalar_type(setting.annotation)
+        if value_type is bool:  # `--flag` alone, or --flag 0|1
+            options = dict(nargs="?", const=1, type=int, choices=(0, 1), default=int(setting.default))
+        else:
+            options = dict(type=value_type, default=setting.default)
+        groups[setting.group].add_argument(*setting.flags, dest=setting.key, help=setting.help, **options)
+    return groups
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = RunSettings.model_fields
-    d = lambda name: defaults[name].get_default(call_default_factory=True)  # noqa: E731
-    p = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         description="Evolve instruction data with an automatically optimized evolving method (Auto Evol-Instruct).",
         epilog="Real runs: --batch-size 10 --dev-size 50 --candidate-size 5 --max-steps 10 (the paper's sizes).",
+        formatter_class=HelpFormatter,
     )
-    data = p.add_argument_group("data")
-    data.add_argument("--data-path", default=d("data_path"), help="HF dataset name, or a .json/.jsonl/.csv/.parquet file (default: %(default)s)")
-    data.add_argument("--split", default=d("split"), help="split of a HF dataset (default: %(default)s)")
-    data.add_argument("--instruction-field", default=d("instruction_field"), help="column with the instruction (default: %(default)s)")
-    data.add_argument("--input-field", default=None, help="optional Alpaca-style input column, appended to the instruction")
-    data.add_argument("--response-field", default=None, help="optional column with the original answer, kept as 'reference'")
-    data.add_argument("--seed", type=int, default=d("seed"), help="shuffle and sampling seed (default: %(default)s)")
-    data.add_argument("--train-size", type=positive, default=d("train_size"), help="rows the optimizer samples mini-batches from (default: %(default)s)")
-    data.add_argument("--dev-size", type=positive, default=d("dev_size"), help="rows every method is scored on (default: %(default)s)")
-    data.add_argument("--test-run", type=int, choices=(0, 1), default=0, help="1: generate for the first 10 rows only")
-    opt = p.add_argument_group("optimization")
-    opt.add_argument("--batch-size", type=positive, default=d("batch_size"), help="instructions per optimization step (the paper uses 10) (default: %(default)s)")
-    opt.add_argument("--max-steps", "--max-step", dest="max_steps", type=non_negative, default=d("max_steps"), help="optimization steps at most; 0 generates with e0 (default: %(default)s)")
-    opt.add_argument("--patience", type=positive, default=d("patience"), help="stop after this many steps without improvement (default: %(default)s)")
-    opt.add_argument("--candidate-size", type=positive, default=d("candidate_size"), help="candidate methods m per step (default: %(default)s)")
-    opt.add_argument("--loop", type=positive, default=d("loop"), help="evolution rounds per trajectory and generation levels (default: %(default)s)")
-    opt.add_argument("--method-file", default=None, help="skip optimization and generate with this method (e.g. an earlier run's method.txt)")
-    opt.add_argument("--rules", dest="rules_path", default=None, help="failure-rule YAML (default: rules/failure_rules.yaml)")
-    div = p.add_argument_group("diversity")
-    div.add_argument("--diversity", type=step_list, default=d("diversity"),
-                     help="comma-separated steps run on each level's survivors, in order: dedup, breadth, "
-                          "none, or your own module:function / file.py:function (default: dedup)")
-    div.add_argument("--dedup-threshold", type=float, default=d("dedup_threshold"),
-                     help="character 3-gram Jaccard similarity that makes a near-duplicate (default: %(default)s)")
-    div.add_argument("--breadth-ratio", type=float, default=d("breadth_ratio"),
-                     help="share of survivors per level that inspire a brand-new instruction (default: %(default)s)")
-    div.add_argument("--equality-check", action="store_true",
-                     help="ask the LLM whether each evolution adds anything over its parent; 'no' eliminates it")
-    llm = p.add_argument_group("LLMs")
-    llm.add_argument("--evol-llm-config", default=None, help="preset (local, deepseek, openai) or YAML file for the LLM that evolves and answers")
-    llm.add_argument("--optim-llm-config", default=None, help="preset or YAML file for the LLM that analyses and optimizes; default: DeepSeek if DEEPSEEK_API_KEY is set, else local")
-    out = p.add_argument_group("output")
-    out.add_argument("--save-path", default=d("save_path"), help="output directory (default: %(default)s)")
+    out = add_setting_flags(parser)["output"]
     out.add_argument("--cache", default=None, help="LLM answer cache file, shareable across runs (default: SAVE_PATH/llm_cache.sqlite)")
-    out.add_argument("--overwrite", action="store_true", help="delete an earlier run in SAVE_PATH and start fresh")
-    out.add_argument("--quiet", action="store_true", help="no progress bars or progress lines on stderr")
+    out.add_argument("--overwrite", action="store_true", help="Delete an earlier run in SAVE_PATH and start fresh")
+    out.add_argument("--quiet", action="store_true", help="No progress bars or progress lines on stderr")
     out.add_argument("--dry-run", action="store_true",
-                     help="print the planned LLM calls per phase and estimated tokens and cost, then exit")
+                     help="Print the planned LLM calls per phase and estimated tokens and cost, then exit")
     out.add_argument("--max-budget-tokens", type=positive, default=None,
-                     help="stop cleanly (resumable) once the run has used this many tokens in all")
+                     help="Stop cleanly (resumable) once the run has used this many tokens in all")
     out.add_argument("--report-only", metavar="DIR", default=None,
-                     help="rebuild DIR/report.html from an existing run and exit")
-    return p
-
-
-def settings_from(args: argparse.Namespace) -> tuple[RunSettings, str]:
-    evol, optim, note = choose_llm_configs(args.evol_llm_config, args.optim_llm_config)
-    fields = {name: getattr(args, name) for name in RunSettings.model_fields if hasattr(args, name)}
-    fields["test_run"] = bool(args.test_run)
-    try:
-        return RunSettings(**fields, evol_llm=evol, optim_llm=optim), note
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        flag = "--" + str(problem["loc"][0]).replace("_", "-")
-        raise ConfigError(f"{flag}: {problem['msg']}") from None
+                     help="Rebuild DIR/report.html from an existing run and exit")
+    return parser
 
 
 def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
@@ -131,7 +92,7 @@ def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
 
 
 # Every loop here is bounded by max_steps, loop and the data; the limit only guards
-# against a bug. Generation counts supersteps per chunk, so it must allow many.
+# against a bug: a run takes a few supersteps per optimization step and per level.
 RECURSION_LIMIT = 1_000_000
 
 
@@ -213,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             report_only(args.report_only)
             return 0
-        settings, note = settings_from(args)
+        settings, note = settings_from_inputs(vars(args))
         print(note, file=sys.stderr)
         if args.dry_run:
             dry_run(settings)

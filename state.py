@@ -8,9 +8,12 @@ byte offsets into the record files. The dataset itself streams through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
-from settings import RunSettings
+from pydantic import Field, create_model
+from typing_extensions import TypedDict  # pydantic (Studio's state schema) needs this one before Python 3.12
+
+from settings import SettingInput, setting_inputs
 
 
 def collect(existing: list, update: list | None) -> list:
@@ -124,40 +127,24 @@ class LevelItem(TypedDict, total=False):
     """The diversity step that created this item (it has no parent in the previous level)."""
 
 
-def _setting(name: str):
-    return field(default=RunSettings.model_fields[name].default)
+# Studio runs are for looking, not for producing data: a few rows, apart from run.py's output.
+STUDIO_DEFAULTS = {"test_run": True, "save_path": "evolution_result/studio"}
+
+
+def _studio_field(setting: SettingInput) -> tuple[Any, Any]:
+    annotation = Annotated[setting.annotation, Field(description=setting.help), *setting.constraints]
+    return annotation, STUDIO_DEFAULTS.get(setting.key, setting.default)
+
+
+RunInput = create_model(
+    "RunInput",
+    __doc__="The run settings, as LangGraph Studio's input form shows them; run.py passes its own in the config.",
+    **{setting.key: _studio_field(setting) for setting in setting_inputs()},
+)
 
 
 @dataclass(kw_only=True)
-class RunInput:
-    """The run's settings as LangGraph Studio's input form shows them.
-
-    run.py passes its full settings in the config instead, and these stay unused.
-    """
-
-    data_path: str = _setting("data_path")
-    """HF dataset name or a .json/.jsonl/.csv/.parquet path (relative to the project)."""
-    instruction_field: str = _setting("instruction_field")
-    input_field: str | None = None
-    response_field: str | None = None
-    train_size: int = _setting("train_size")
-    dev_size: int = _setting("dev_size")
-    batch_size: int = _setting("batch_size")
-    max_steps: int = _setting("max_steps")
-    candidate_size: int = _setting("candidate_size")
-    loop: int = _setting("loop")
-    test_run: bool = True
-    """Generate for the first 10 rows only (Studio runs are for looking, not for producing data)."""
-    diversity: str = "dedup"
-    """Comma-separated diversity steps."""
-    save_path: str = "evolution_result/studio"
-    evol_llm_config: str | None = None
-    """Preset (local, deepseek, openai) or YAML path; empty chooses as run.py does."""
-    optim_llm_config: str | None = None
-
-
-@dataclass(kw_only=True)
-class WorkflowState(RunInput):
+class WorkflowState:
     """State of the whole run: optimization history, then generation progress."""
 
     train: list[Case] = field(default_factory=list)

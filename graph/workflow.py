@@ -26,7 +26,7 @@ from nodes.selector import selector
 from nodes.validator import validator
 from settings import RunSettings
 from resources import resources_from
-from state import AnalysisTask, OptimizationTask, ValidationTask, WorkflowState
+from state import AnalysisTask, OptimizationTask, RunInput, ValidationTask, WorkflowState
 
 # The nodes already retry what is transient per LLM call; a node-level retry only
 # repeats whole nodes on unexpected I/O trouble, never on user or logic errors.
@@ -88,7 +88,7 @@ async def candidates_ready(state: WorkflowState) -> dict:
 
 
 def build_graph(checkpointer=None):
-    builder = StateGraph(WorkflowState)
+    builder = StateGraph(WorkflowState, input_schema=RunInput)
     builder.add_node("load_data", load_data)
     builder.add_node("evolver", evolver, retry_policy=NODE_RETRY)
     builder.add_node("analyzer", analyzer, retry_policy=NODE_RETRY)

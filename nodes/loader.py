@@ -10,7 +10,7 @@ from langchain_core.runnables import RunnableConfig
 from user_errors import ConfigError
 from record_store.loading import generation_rows, read_seed_set, split_train_dev
 from resources import start_resources, timed
-from state import Case, WorkflowState
+from state import Case, RunInput
 from llm_tasks.templates import initial_method
 
 
@@ -28,13 +28,13 @@ def _starting_method(method_file: str | None) -> tuple[str, str]:
 
 
 @timed("load")
-async def load_data(state: WorkflowState, config: RunnableConfig) -> dict:
-    """Reads the data file; writes seeds.jsonl and input refusals, and sets train, dev and the method."""
+async def load_data(state: RunInput, config: RunnableConfig) -> dict:
+    """Reads Studio's run input (if any) and the data file; writes seeds.jsonl and refusals; sets train, dev, method."""
     # Reading a dataset (and, from Studio, starting the embedded server) blocks: keep it off the loop.
     return await asyncio.to_thread(_load, state, config)
 
 
-def _load(state: WorkflowState, config: RunnableConfig) -> dict:
+def _load(state: RunInput, config: RunnableConfig) -> dict:
     resources = start_resources(state, config)
     settings, store = resources.settings, resources.store
     seed_set = read_seed_set(settings)
