@@ -1,4 +1,4 @@
-"""run_report/metrics.py: each metric on tiny hand-computed inputs, level grouping, the table and the CLI."""
+"""run_report metrics and metrics_cli: each metric on tiny hand-computed inputs, level grouping, the table, the CLI."""
 
 from __future__ import annotations
 
@@ -270,9 +270,8 @@ def test_format_table_is_aligned_with_three_decimals_and_dashes():
 # --- command line --------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "run_report.metrics", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+def run_cli(*args: str, module: str = "run_report.metrics_cli") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -288,8 +287,9 @@ def small_file(tmp_path: Path) -> Path:
     ])
 
 
-def test_cli_prints_a_table_with_one_row_per_file(small_file: Path):
-    result = run_cli(str(small_file))
+@pytest.mark.parametrize("module", ["run_report.metrics_cli", "run_report.metrics"])  # the older command too
+def test_cli_prints_a_table_with_one_row_per_file(small_file: Path, module: str):
+    result = run_cli(str(small_file), module=module)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["name", "count", "mean_len"]
