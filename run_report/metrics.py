@@ -10,7 +10,8 @@ Text normalisation (documented because it changes the numbers):
   real surface difference in English);
 - words: whitespace-split and lowercased;
 - pairwise distance: character 3-grams after lowercasing and collapsing
-  whitespace, so only wording, not case or spacing, makes two texts differ.
+  whitespace, so only wording, not case or spacing, makes two texts differ
+  (failure_checks.rules.char_shingles, which the near-duplicate index uses too).
 
 Distinct-n counts are pooled over all texts, but n-grams never span two texts.
 
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import combinations
 from typing import Any
 
-from failure_checks.rules import hangul_ratio
+from failure_checks.rules import char_shingles, hangul_ratio
 
 Metrics = dict[str, float | int | None]
 
@@ -102,14 +103,6 @@ class _NgramCounts:
 # --- pairwise distance ---------------------------------------------------------
 
 
-def char_trigram_set(text: str) -> set[str]:
-    """Character 3-grams of the lowercased, whitespace-collapsed text."""
-    text = _collapse_whitespace(text.lower())
-    if 0 < len(text) < 3:
-        return {text}  # a very short text is still something, not an empty set equal to every other
-    return {text[i:i + 3] for i in range(len(text) - 2)}
-
-
 def jaccard_distance(left: set[str], right: set[str]) -> float:
     """1 - |intersection| / |union|; two empty sets are identical (0.0)."""
     union = left | right
@@ -148,7 +141,7 @@ def sample_for_pairs(texts: Iterable[str], sample_size: int, seed: int) -> list[
 
 
 def _mean_pairwise_distance(texts: Sequence[str]) -> float | None:
-    sets = [char_trigram_set(text) for text in texts]
+    sets = [char_shingles(text) for text in texts]
     distances = [jaccard_distance(a, b) for a, b in combinations(sets, 2)]
     return statistics.fmean(distances) if distances else None
 
