@@ -215,7 +215,8 @@ def optimization(data: RunFiles) -> Optimization:
         return Optimization()
     unscored = [[s.get("step"), c.get("method_id"), c.get("parse"), c.get("raw")]
                 for s in history for c in s.get("candidates") or [] if candidate_rate(c) is None]
-    return Optimization(plot=optimization_plot(data.run), unscored=unscored, steps=[optimization_step(s) for s in history])
+    return Optimization(plot=optimization_plot(data.run), unscored=unscored,
+                        steps=[optimization_step(s) for s in history])
 
 
 # --- failure reasons ---------------------------------------------------------------
