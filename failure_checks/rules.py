@@ -49,6 +49,23 @@ def hangul_ratio(text: str) -> float:
     return len(_HANGUL.findall(text)) / letters
 
 
+# --- character shingles ----------------------------------------------------------
+
+
+def char_shingles(text: str, n: int = 3) -> set[str]:
+    """Character n-grams of the lowercased text with whitespace runs read as one space and the ends stripped.
+
+    Only wording then tells two texts apart, not case or spacing, and no tokenizer is needed, so Korean and
+    English are treated alike. A text of at most n characters is one shingle, itself: a very short (even
+    empty) text is still something, not an empty set equal to every other. The near-duplicate index and
+    the pairwise-distance metric both use these, so "similar" means the same thing in both.
+    """
+    text = " ".join(text.lower().split())
+    if len(text) <= n:
+        return {text}
+    return {text[i:i + n] for i in range(len(text) - n + 1)}
+
+
 # --- text normalization for phrase matching ------------------------------------
 
 _STRAIGHT_QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"'})

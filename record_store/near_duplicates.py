@@ -8,17 +8,15 @@ temporary SQLite file, so a run's memory stays flat however many rows and levels
 
 from __future__ import annotations
 
-import re
 import sqlite3
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from failure_checks.rules import char_shingles
 from record_store.store import RecordStore
 
-NGRAM = 3
 NUM_PERM = 64
-_SPACES = re.compile(r"\s+")
 _TEMPLATE = MinHash(num_perm=NUM_PERM)
 # Random odd multipliers and per-band salts fold a band's values into one 64-bit bucket key.
 _RANDOM = np.random.default_rng(20240600)
@@ -26,19 +24,11 @@ _MULTIPLIERS = _RANDOM.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) | np.u
 _SALTS = _RANDOM.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
 
 
-def shingles(text: str, n: int = NGRAM) -> set[bytes]:
-    """Lowercased character n-grams, whitespace runs read as one space."""
-    normalized = _SPACES.sub(" ", text.lower()).strip()
-    if len(normalized) <= n:
-        return {normalized.encode()}
-    return {normalized[i : i + n].encode() for i in range(len(normalized) - n + 1)}
-
-
 def signature(text: str) -> np.ndarray:
     """The text's MinHash values (each below 2**32, so stored as uint32)."""
     # Reusing the permutations skips datasketch's per-object setup, most of the cost.
     minhash = MinHash(num_perm=NUM_PERM, permutations=_TEMPLATE.permutations, scheme=_TEMPLATE.scheme)
-    minhash.update_batch(list(shingles(text)))
+    minhash.update_batch([shingle.encode() for shingle in char_shingles(text)])
     return minhash.hashvalues.astype(np.uint32)
 
 

@@ -10,28 +10,24 @@ Text normalisation (documented because it changes the numbers):
   real surface difference in English);
 - words: whitespace-split and lowercased;
 - pairwise distance: character 3-grams after lowercasing and collapsing
-  whitespace, so only wording, not case or spacing, makes two texts differ.
+  whitespace, so only wording, not case or spacing, makes two texts differ
+  (failure_checks.rules.char_shingles, which the near-duplicate index uses too).
 
 Distinct-n counts are pooled over all texts, but n-grams never span two texts.
 
-Command line: `python -m run_report.metrics FILE [FILE ...]`, see `--help`.
+Command line: `python -m run_report.metrics_cli FILE [FILE ...]` (see metrics_cli).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import statistics
-import sys
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
-from user_errors import ConfigError
-from failure_checks.rules import hangul_ratio
+from failure_checks.rules import char_shingles, hangul_ratio
 
 Metrics = dict[str, float | int | None]
 
@@ -107,14 +103,6 @@ class _NgramCounts:
 # --- pairwise distance ---------------------------------------------------------
 
 
-def char_trigram_set(text: str) -> set[str]:
-    """Character 3-grams of the lowercased, whitespace-collapsed text."""
-    text = _collapse_whitespace(text.lower())
-    if 0 < len(text) < 3:
-        return {text}  # a very short text is still something, not an empty set equal to every other
-    return {text[i:i + 3] for i in range(len(text) - 2)}
-
-
 def jaccard_distance(left: set[str], right: set[str]) -> float:
     """1 - |intersection| / |union|; two empty sets are identical (0.0)."""
     union = left | right
@@ -153,7 +141,7 @@ def sample_for_pairs(texts: Iterable[str], sample_size: int, seed: int) -> list[
 
 
 def _mean_pairwise_distance(texts: Sequence[str]) -> float | None:
-    sets = [char_trigram_set(text) for text in texts]
+    sets = [char_shingles(text) for text in texts]
     distances = [jaccard_distance(a, b) for a, b in combinations(sets, 2)]
     return statistics.fmean(distances) if distances else None
 
@@ -361,129 +349,9 @@ def format_table(metrics_by_name: dict[str, dict]) -> str:
     return "\n".join(line(cells) for cells in [header, *rows])
 
 
-# --- command line --------------------------------------------------------------
+if __name__ == "__main__":  # the older command, `python -m run_report.metrics FILE ...`, keeps working
+    import sys
 
+    from run_report.metrics_cli import main
 
-class UsageError(Exception):
-    """A user mistake found by the CLI; its message is one line."""
-
-
-def _read_rows(path: str, field: str, required: Sequence[str] = ()):
-    """The file as a `datasets.Dataset` (memory-mapped Arrow): read it with _iter_rows."""
-    from record_store.loading import load_table  # pulls in `datasets`; keep `import quality` light
-
-    table = load_table(path, split="train")
-    columns = list(table.column_names)
-    if field not in columns:
-        raise UsageError(f"--field '{field}' is not a column of {path}; columns: {', '.join(columns)}")
-    missing = [name for name in required if name not in columns]
-    if missing:
-        raise UsageError(f"--by-level needs column(s) {', '.join(missing)} in {path}; columns: {', '.join(columns)}")
-    return table
-
-
-def _iter_rows(table, columns: Sequence[str]) -> Iterator[dict]:
-    """The rows of a `datasets.Dataset`, restricted to those of columns it has, a batch at a time."""
-    names = [name for name in dict.fromkeys(columns) if name in table.column_names]
-    if not names:
-        return
-    for batch in table.select_columns(names).iter(batch_size=1000):
-        for values in zip(*(batch[name] for name in names)):
-            yield dict(zip(names, values))
-
-
-def _file_metrics(path: str, args: argparse.Namespace) -> tuple[Metrics, int]:
-    table = _read_rows(path, args.field)
-    texts = (row[args.field] for row in _iter_rows(table, [args.field]) if is_text(row[args.field]))
-    metrics = text_metrics(texts, sample_size=args.sample_size, seed=args.seed)
-    return metrics, len(table) - metrics["count"]
-
-
-def _seeds_beside(path: str, field: str):
-    seeds_path = Path(path).parent / "seeds.jsonl"
-    if not seeds_path.is_file() or seeds_path.resolve() == Path(path).resolve():
-        return None
-    from record_store.loading import load_table
-
-    table = load_table(str(seeds_path), split="train")
-    return table if field in table.column_names else None
-
-
-def _by_level_metrics(path: str, args: argparse.Namespace) -> tuple[dict[str, dict], int]:
-    table = _read_rows(path, args.field, required=("id", "level", "parent_id"))
-    beside = _seeds_beside(path, args.field)
-    columns = ("id", "level", "parent_id", args.field)
-
-    def seeds() -> Iterator[dict]:
-        # Level-0 rows are seeds, so seeds.jsonl itself can be measured with --by-level too.
-        yield from (row for row in _iter_rows(table, columns) if row["level"] == 0)
-        if beside is not None:
-            yield from _iter_rows(beside, columns)
-
-    def records() -> Iterator[dict]:
-        return (row for row in _iter_rows(table, columns) if row["level"] != 0)
-
-    skipped = sum(not is_text(row[args.field]) for row in _iter_rows(table, [args.field]))
-    metrics = level_metrics(records, seeds, sample_size=args.sample_size, seed=args.seed, field=args.field)
-    return metrics, skipped
-
-
-def _sample_size(value: str) -> int:
-    number = int(value)
-    if number < 2:
-        raise argparse.ArgumentTypeError("must be at least 2 (pairs need two texts)")
-    return number
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m run_report.metrics",
-        description="Diversity and complexity metrics of instruction data (Korean or English), per file or per "
-                    "evolution level.")
-    parser.add_argument("files", nargs="+", metavar="FILE", help="a .jsonl, .json, .csv or .parquet file")
-    parser.add_argument("--field", default="instruction",
-                        help="column to measure (default: instruction); rows where it is not non-empty text are "
-                             "skipped and counted")
-    parser.add_argument("--by-level", action="store_true",
-                        help="group a run's records.jsonl by 'level' and compare each record with its parent "
-                             "(found by 'parent_id', also in a seeds.jsonl next to the file)")
-    parser.add_argument("--sample-size", type=_sample_size, default=200,
-                        help="texts sampled for the pairwise distance, at least 2 (default: 200)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of that sample (default: 0)")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
-    return parser
-
-
-def _report(results: dict[str, Any], skipped: dict[str, int], args: argparse.Namespace) -> None:
-    notes = [f"{path}: {count} rows skipped (empty or not text)" for path, count in skipped.items() if count]
-    if args.json:
-        print(json.dumps(results, ensure_ascii=False, indent=2))
-        for note in notes:
-            print(note, file=sys.stderr)  # stdout must stay parseable JSON
-        return
-    if args.by_level:
-        print("\n\n".join(f"{path}\n{format_table(levels)}" for path, levels in results.items()))
-    else:
-        print(format_table(results))
-    for note in notes:
-        print(note)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    measure = _by_level_metrics if args.by_level else _file_metrics
-    results: dict[str, Any] = {}
-    skipped: dict[str, int] = {}
-    try:
-        for path in args.files:
-            results[path], skipped[path] = measure(path, args)
-    except (ConfigError, UsageError) as exc:
-        # records.load_table names run.py's --data-path flag; here the file is a positional FILE.
-        print(f"error: {str(exc).removeprefix('--data-path ')}", file=sys.stderr)
-        return 2
-    _report(results, skipped, args)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

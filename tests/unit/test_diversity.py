@@ -30,7 +30,8 @@ def test_the_disk_index_finds_what_datasketchs_own_lsh_finds():
 
     from datasketch import MinHash, MinHashLSH
 
-    from record_store.near_duplicates import NUM_PERM, shingles
+    from failure_checks.rules import char_shingles
+    from record_store.near_duplicates import NUM_PERM
 
     rng = random.Random(7)
     words = "물 불 바람 river stone cloud 나무 light 하늘 garden 바다 song".split()
@@ -39,7 +40,7 @@ def test_the_disk_index_finds_what_datasketchs_own_lsh_finds():
     ours, theirs, signatures = NearDuplicateIndex(threshold=0.6), MinHashLSH(threshold=0.6, num_perm=NUM_PERM), {}
     for i, text in enumerate(texts):
         signature = MinHash(num_perm=NUM_PERM)
-        signature.update_batch(list(shingles(text)))
+        signature.update_batch([shingle.encode() for shingle in char_shingles(text)])
         expected = max(((signature.jaccard(signatures[c]), c) for c in theirs.query(signature)
                         if signature.jaccard(signatures[c]) >= 0.6), default=(0, None))[1]
         assert ours.find(text, exclude_root=f"r{i}") == expected, text

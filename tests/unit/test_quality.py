@@ -1,4 +1,4 @@
-"""run_report/metrics.py: each metric on tiny hand-computed inputs, level grouping, the table and the CLI."""
+"""run_report metrics and metrics_cli: each metric on tiny hand-computed inputs, level grouping, the table, the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, shared_data
-from run_report.metrics import Reservoir, char_trigram_set, format_table, jaccard_distance, level_metrics, sample_for_pairs, text_metrics
+from failure_checks.rules import char_shingles
+from run_report.metrics import Reservoir, format_table, jaccard_distance, level_metrics, sample_for_pairs, text_metrics
 
 EXPECTED_KEYS = {
     "count", "mean_length", "median_length", "growth_over_parent", "distinct_1_chars", "distinct_2_chars",
@@ -105,9 +106,15 @@ def test_distance_is_the_mean_over_all_pairs():
     assert text_metrics(["abc", "abc", "xyz"])["pairwise_jaccard_distance"] == pytest.approx(2 / 3)
 
 
+def test_shingles_ignore_case_and_spacing():
+    assert char_shingles("Ab \t c\nD ") == {"ab ", "b c", " c ", "c d"}
+    assert char_shingles("김치 찌개") == {"김치 ", "치 찌", " 찌개"}
+
+
 def test_short_texts_still_compare():
-    assert char_trigram_set("ab") == {"ab"}
-    assert jaccard_distance(char_trigram_set("ab"), char_trigram_set("cd")) == 1.0
+    assert char_shingles("ab") == {"ab"}
+    assert char_shingles("") == {""} and jaccard_distance(char_shingles(""), char_shingles("abc")) == 1.0
+    assert jaccard_distance(char_shingles("ab"), char_shingles("cd")) == 1.0
     assert jaccard_distance(set(), set()) == 0.0
 
 
@@ -116,7 +123,7 @@ def test_sample_of_two_gives_one_pair_reproducibly():
     sample = sample_for_pairs(texts, 2, seed=3)
     assert len(sample) == 2  # one pair
     distance = text_metrics(texts, sample_size=2, seed=3)["pairwise_jaccard_distance"]
-    assert distance == jaccard_distance(char_trigram_set(sample[0]), char_trigram_set(sample[1]))
+    assert distance == jaccard_distance(char_shingles(sample[0]), char_shingles(sample[1]))
     assert distance in (0.0, 1.0)  # a single pair, never the 45-pair mean
     assert text_metrics(texts, sample_size=2, seed=3)["pairwise_jaccard_distance"] == distance
     assert sample_for_pairs(texts, 2, seed=3) == sample
@@ -270,9 +277,8 @@ def test_format_table_is_aligned_with_three_decimals_and_dashes():
 # --- command line --------------------------------------------------------------
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "run_report.metrics", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+def run_cli(*args: str, module: str = "run_report.metrics_cli") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -288,8 +294,9 @@ def small_file(tmp_path: Path) -> Path:
     ])
 
 
-def test_cli_prints_a_table_with_one_row_per_file(small_file: Path):
-    result = run_cli(str(small_file))
+@pytest.mark.parametrize("module", ["run_report.metrics_cli", "run_report.metrics"])  # the older command too
+def test_cli_prints_a_table_with_one_row_per_file(small_file: Path, module: str):
+    result = run_cli(str(small_file), module=module)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["name", "count", "mean_len"]

@@ -1,4 +1,4 @@
-"""run_report/html_report.py: a self-contained HTML page from a hand-made run directory, in Python and in real Chromium."""
+"""The run report: a self-contained HTML page from a hand-made run directory, in Python and in real Chromium."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from run_report.html_report import MAX_DEEP_LINEAGES, ancestry, contrasting_failures, load_run, spread, write_report
+from run_report.html_report import write_report
+from run_report.run_files import MAX_DEEP_LINEAGES, ancestry, contrasting_failures, load_run, spread
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECTION_TITLES = ("Evolving method", "Optimization", "Failure reasons", "Instruction length per level", "Quality",
@@ -163,6 +164,17 @@ def test_korean_text_is_unescaped_and_markup_in_data_is_escaped(report_html):
     assert "naming &lt;the&gt; three optical effects &amp; their order" in report_html
 
 
+def test_markup_in_run_json_is_escaped_everywhere(tmp_path):
+    run = full_run()
+    run["stop_reason"] = "<script>alert(1)</script>"
+    run["method_id"] = 'm"1'
+    run["token_usage"]["<b>x</b>"] = {"calls": 1}
+    html_text = write_report(make_run_dir(tmp_path / "run", run)).read_text(encoding="utf-8")
+    assert "<script>" not in html_text and "&lt;script&gt;alert(1)&lt;/script&gt;" in html_text
+    assert "<b>x</b>" not in html_text and "&lt;b&gt;x&lt;/b&gt;" in html_text
+    assert 'm"1' not in html_text and "m&#34;1" in html_text
+
+
 def test_header_and_method_diff(report_html):
     assert "reached max_steps (2)" in report_html and "2026-11-25T10:05:00+0000" in report_html
     assert "e0 50.0% → final 25.0%" in report_html
@@ -280,17 +292,17 @@ def test_streamed_summaries_match_the_whole_files(tmp_path):
     assert data.failure_count == len(failure_rows) and sum(data.failure_counts.values()) == len(failure_rows)
 
 
-def run_report_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "run_report.html_report", *args], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+def run_report_cli(*args: str, module: str = "run_report.report_cli") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
 
 
-def test_cli_writes_the_report_and_prints_its_path(tmp_path):
+@pytest.mark.parametrize("module", ["run_report.report_cli", "run_report.html_report"])
+def test_cli_writes_the_report_and_prints_its_path(tmp_path, module):
     run_dir = make_run_dir(tmp_path / "run", full_run())
-    result = run_report_cli(str(run_dir))
+    result = run_report_cli(str(run_dir), module=module)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(run_dir / "report.html")
-    assert (run_dir / "report.html").is_file()
+    assert KOREAN_LEVEL_2 in (run_dir / "report.html").read_text(encoding="utf-8")
 
 
 def test_cli_on_a_directory_without_run_json_is_one_error_line(tmp_path):
