@@ -112,13 +112,18 @@ def test_the_reproducing_command_parses_back_to_the_same_settings(finished_run):
             assert rebuilt[name] == value, name
 
 
-def test_korean_is_written_unescaped(finished_run):
-    folder = finished_run / "dataset"
+def test_korean_is_written_unescaped(finished_run, tmp_path):
+    copy = tmp_path / KOREAN_DIR
+    shutil.copytree(finished_run, copy, ignore=shutil.ignore_patterns("dataset"))
+    records = jsonl(copy / "records.jsonl")  # Korean rows first, so each level's sample is Korean
+    records.sort(key=lambda r: language_of(r["instruction"]) != "ko")
+    (copy / "records.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "utf-8")
+    folder = build_dataset_folder(copy)
     card = (folder / "README.md").read_text(encoding="utf-8")
-    korean_row = next(r for r in jsonl(finished_run / "records.jsonl") if language_of(r["instruction"]) == "ko")
-    assert korean_row["instruction"] in card
+    assert language_of(records[0]["instruction"]) == "ko" and records[0]["instruction"] in card
     shared = (folder / "run_settings.json").read_text(encoding="utf-8")
     assert KOREAN_DIR in shared and "\\u" not in shared + card
+    assert load_train(folder)[0]["instruction"] == records[0]["instruction"]
 
 
 def test_no_secret_is_anywhere_in_the_folder(finished_run):
