@@ -19,7 +19,8 @@ from user_errors import ConfigError
 from settings import RunSettings, scalar_type, setting_inputs, settings_from_inputs
 
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
-                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json")
+                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json", "publish.json")
+RESULT_FOLDERS = ("dataset", ".dataset.building")
 
 
 def positive(value: str) -> int:
@@ -69,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Stop cleanly (resumable) once the run has used this many tokens in all")
     out.add_argument("--report-only", metavar="DIR", default=None,
                      help="Rebuild DIR/report.html from an existing run and exit")
+    pub = parser.add_argument_group("dataset folder and publishing")
+    pub.add_argument("--license", default=None,
+                     help="Licence id for the dataset card, e.g. apache-2.0 or cc-by-4.0 (default: stated as unknown)")
+    pub.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                     help="Upload SAVE_PATH/dataset/ to this Hugging Face dataset repo (token: HF_TOKEN or MY_HF_TOKEN)")
+    pub.add_argument("--private", action="store_true", help="Create the --push-to-hub repo as private")
+    pub.add_argument("--publish-only", metavar="DIR", default=None,
+                     help="Rebuild DIR/dataset/ from an existing run (and push it with --push-to-hub), then exit")
     return parser
 
 
@@ -80,6 +89,8 @@ def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
         for path in leftovers:  # sqlite may leave -wal / -journal files after a crash
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+        for name in RESULT_FOLDERS:
+            shutil.rmtree(directory / name, ignore_errors=True)
     directory.mkdir(parents=True, exist_ok=True)
     saved = directory / "settings.json"
     current = settings.model_dump(mode="json")
@@ -108,7 +119,8 @@ def print_summary(values: dict, settings: RunSettings) -> None:
         print(f"{lenient} of the records were parsed leniently (no final marker in the model's answer)")
     if e0:
         print(f"dev failure rate: e0 {e0['failure_rate']:.3f} -> {run['method_id']} {final['failure_rate']:.3f} ({run['stop_reason']})")
-    print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, run.json)")
+    print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, "
+          "run.json, dataset/)")
 
 
 async def execute(settings: RunSettings, embedded_url: str | None = None, cache: str | None = None,
@@ -165,30 +177,74 @@ def report_only(directory: str) -> None:
     print(write_report(directory))
 
 
+def push_token(args: argparse.Namespace) -> str | None:
+    """The hub token when the run is to be pushed; checked before any work, like every other flag."""
+    from publishing.hub import check_push_target
+
+    if args.private and not args.push_to_hub:
+        raise ConfigError("--private applies to the repo --push-to-hub creates: add --push-to-hub REPO_ID")
+    return check_push_target(args.push_to_hub) if args.push_to_hub else None
+
+
+def publish(run_dir: Path, args: argparse.Namespace, token: str | None, rebuild: bool) -> None:
+    """Builds the dataset folder when asked to (or when it is missing or older than the publishing
+    options), then pushes it when --push-to-hub is given."""
+    from publishing.dataset_folder import DATASET_DIR, OPTIONS_FILE, build_dataset_folder
+    from publishing.hub import push_folder
+
+    folder, card, options = run_dir / DATASET_DIR, run_dir / DATASET_DIR / "README.md", run_dir / OPTIONS_FILE
+    if rebuild or not card.is_file() or (options.is_file() and options.stat().st_mtime > card.stat().st_mtime):
+        print(f"dataset folder: {build_dataset_folder(run_dir)}")
+    if token is not None:
+        print(f"pushed to the hub: {push_folder(folder, args.push_to_hub, args.private, token)}")
+
+
+def publish_only(args: argparse.Namespace) -> None:
+    from publishing.dataset_folder import save_options
+
+    run_dir = Path(args.publish_only)
+    if not (run_dir / "run.json").is_file():
+        raise ConfigError(f"--publish-only {run_dir}: no run.json there (is it a finished run directory?)")
+    token = push_token(args)
+    save_options(run_dir, args.license, args.push_to_hub)
+    publish(run_dir, args, token, rebuild=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from llm_access.client import FatalLLMError
     from llm_access.embedded_server import EmbeddedServerError, embedded_server
+    from publishing.dataset_folder import save_options
+    from publishing.hub import PublishError
 
     try:
         if args.report_only:
             report_only(args.report_only)
             return 0
+        if args.publish_only:
+            publish_only(args)
+            return 0
+        token = push_token(args)
         settings, note = settings_from_inputs(vars(args))
         print(note, file=sys.stderr)
         if args.dry_run:
             dry_run(settings)
             return 0
         prepare_directory(settings, args.overwrite)
+        save_options(Path(settings.save_path), args.license, args.push_to_hub)
         needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
         with embedded_server() if needs_server else contextlib.nullcontext() as server:
             values = asyncio.run(execute(settings, server.base_url if server else None, args.cache,
                                          quiet=args.quiet, max_budget_tokens=args.max_budget_tokens))
         print_summary(values, settings)
+        publish(Path(settings.save_path), args, token, rebuild=False)
         return 0
     except (ConfigError, EmbeddedServerError, FatalLLMError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume", file=sys.stderr)
         return 130

@@ -1,4 +1,4 @@
-"""Finalizer: writes method.txt and run.json, the run's account of itself."""
+"""Finalizer: writes method.txt and run.json, the run's account of itself, then the report and dataset folder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
+from publishing.dataset_folder import build_dataset_folder
 from run_report.metrics import level_metrics
 from record_store.store import RecordStore, write_atomically
 from run_report.html_report import write_report
@@ -82,7 +83,7 @@ def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
 
 
 async def finalize(state: WorkflowState, config: RunnableConfig) -> dict:
-    """Reads the whole state; writes method.txt and run.json into the save directory."""
+    """Reads the whole state; writes method.txt, run.json, report.html and dataset/ into the save directory."""
     directory = Path(resources_from(config).settings.save_path)
     write_atomically(directory / "method.txt", state.method + "\n")
     write_atomically(directory / "run.json", json.dumps(run_summary(state, config), ensure_ascii=False, indent=2))
@@ -90,5 +91,9 @@ async def finalize(state: WorkflowState, config: RunnableConfig) -> dict:
         await asyncio.to_thread(write_report, directory)
     except Exception as exc:  # the data is safe in run.json; a plotting problem must not fail the run
         print(f"warning: report.html could not be written ({exc}); retry with --report-only", file=sys.stderr)
+    try:
+        await asyncio.to_thread(build_dataset_folder, directory)
+    except Exception as exc:  # likewise: the run's files are complete, the folder can be rebuilt from them
+        print(f"warning: dataset/ could not be written ({exc}); retry with --publish-only {directory}", file=sys.stderr)
     return {}
 

@@ -78,8 +78,10 @@ def load_table(data_path: str, split: str):
         except Exception as exc:  # the library's message is long; find the line ourselves
             bad_line = _first_bad_jsonl_line(path) if builder == "json" else None
             raise ConfigError(bad_line or f"--data-path {data_path}: cannot be read ({type(exc).__name__})") from None
-    try:
-        return datasets.load_dataset(data_path, split=split)
+    from publishing.hub import hub_token
+
+    try:  # the publishing token also opens private seed sets
+        return datasets.load_dataset(data_path, split=split, token=hub_token())
     except Exception as exc:
         raise ConfigError(f"--data-path {data_path}: not a local file, and the hub dataset could not be loaded ({str(exc).splitlines()[0][:160]})") from None
 
