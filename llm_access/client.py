@@ -34,8 +34,9 @@ from llm_access.pool import Endpoint, EndpointPool, Lease, PoolExhausted, TokenB
 
 FINAL_STATUS = {400, 401, 403, 404, 422}
 THROTTLE_STATUS = {429, 503}
-MAX_THROTTLED = 20
-"""Throttled answers one request may meet before it fails; they do not spend its retries."""
+MAX_HANDOFFS = 20
+"""Times one request may be handed on (throttled, or its endpoint unreachable) before it fails; these
+do not spend its retries."""
 
 
 class LLMCallFailed(RuntimeError):
@@ -267,7 +268,7 @@ class ChatLLM:
             kwargs["seed"] = self.config.seed + 1000 * sample_index + attempt
         estimate = sum(len(str(m.content)) for m in messages) // 4 + 1
         await self._respect_rate_limits(estimate)
-        throttled = 0
+        handoffs = 0
         while True:
             lease = await self._acquire()
             usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
@@ -275,11 +276,11 @@ class ChatLLM:
             try:
                 message = await asyncio.wait_for(lease.endpoint.model.ainvoke(messages, **kwargs), self.config.timeout + 5)
             except asyncio.CancelledError:
-                self.pool.failed(lease, "cancelled", "", unreachable=False, server_side=False)
+                self.pool.abandoned(lease)
                 raise
             except Exception as exc:
-                if self._hand_back(lease, exc) and throttled < MAX_THROTTLED:
-                    throttled += 1
+                if self._hand_back(lease, exc) and handoffs < MAX_HANDOFFS:
+                    handoffs += 1
                     continue
                 raise
             finally:

@@ -199,6 +199,10 @@ class EndpointPool:
             self._take_down(lease)
         self._finish(lease)
 
+    def abandoned(self, lease: Lease) -> None:
+        """The caller gave up (cancelled) with the request in flight; no news about the endpoint."""
+        self._finish(lease)
+
     def _take_down(self, lease: Lease) -> None:
         endpoint = lease.endpoint
         if endpoint.down and not lease.probe:
