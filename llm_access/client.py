@@ -1,9 +1,11 @@
 """The one way this tool talks to an LLM.
 
-`ChatLLM` wraps a `ChatOpenAI` built from an `LLMConfig` and adds what a long data
-run needs: a concurrency cap, an optional rate limit, retries that tell transient
-from final errors, `<think>` stripping, token accounting per role, and an answer
-cache keyed by (endpoint, model, params, messages, sample index).
+`ChatLLM` sends an `LLMConfig`'s requests through a pool of `ChatOpenAI` clients, one
+per endpoint (llm_access.pool: least-loaded choice, concurrency that adapts to
+throttling, failover), and adds what a long data run needs: optional rate and token
+limits, retries that tell transient from final errors, `<think>` stripping, token
+accounting per role, and an answer cache keyed by (endpoint, model, params, messages,
+sample index), where the endpoint of a pool is the pool as a whole.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import hashlib
 import json
 import random
 import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +28,15 @@ from langchain_core.messages import BaseMessage, HumanMessage, messages_to_dict
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from llm_access.config import LLMConfig
 from failure_checks.markers import strip_think
+from llm_access.config import EndpointConfig, LLMConfig
+from llm_access.pool import Endpoint, EndpointPool, Lease, PoolExhausted, TokenBucket
 
 FINAL_STATUS = {400, 401, 403, 404, 422}
+THROTTLE_STATUS = {429, 503}
+MAX_HANDOFFS = 20
+"""Times one request may be handed on (throttled, or its endpoint unreachable) before it fails; these
+do not spend its retries."""
 
 
 class LLMCallFailed(RuntimeError):
@@ -119,12 +125,13 @@ class AnswerCache:
         self._db.close()
 
 
-def build_chat_model(config: LLMConfig) -> BaseChatModel:
-    """A ChatOpenAI for this config; retries are ours, so the client's are off."""
+def build_chat_model(config: LLMConfig, endpoint: EndpointConfig | None = None) -> BaseChatModel:
+    """A ChatOpenAI for one endpoint of this config (the first by default); retries are ours, so the client's are off."""
+    endpoint = endpoint or config.endpoint_list()[0]
     return ChatOpenAI(
         model=config.model,
-        base_url=config.base_url,
-        api_key=SecretStr(config.api_key()),
+        base_url=endpoint.base_url,
+        api_key=SecretStr(config.api_key(endpoint.api_key_env)),
         temperature=config.temperature,
         top_p=config.top_p,
         timeout=config.timeout,
@@ -133,10 +140,14 @@ def build_chat_model(config: LLMConfig) -> BaseChatModel:
         # Our own client: langchain-openai's shared default is bound to the first event
         # loop that used it, and its pool should match this endpoint's concurrency.
         http_async_client=httpx.AsyncClient(
-            timeout=config.timeout, limits=httpx.Limits(max_connections=max(1, config.concurrency) + 2)),
+            timeout=config.timeout, limits=httpx.Limits(max_connections=(endpoint.concurrency or 1) + 2)),
         # llama_cpp.server ignores max_completion_tokens, which is what langchain sends.
         extra_body={"max_tokens": config.max_tokens, **config.extra_body},
     )
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -162,26 +173,36 @@ def classify_error(exc: Exception) -> tuple[str, bool]:
     return f"error_{type(exc).__name__}", False
 
 
+def build_pool(config: LLMConfig, model: BaseChatModel | None = None) -> EndpointPool:
+    """One endpoint per configured URL; `model`, when given, answers for every one of them."""
+    endpoints = [Endpoint(url=e.base_url, model=model or build_chat_model(config, e), cap=e.concurrency or 1,
+                          weight=e.weight) for e in config.endpoint_list()]
+    return EndpointPool(endpoints, max_strikes=config.max_retries + 1)
+
+
 class ChatLLM:
-    """A capped, retrying, caching, token-counting client for one endpoint."""
+    """A capped, retrying, caching, token-counting client for one config's endpoints."""
 
     def __init__(self, config: LLMConfig, model: BaseChatModel | None = None, cache: AnswerCache | None = None,
                  budget: TokenBudget | None = None):
         self.config = config
-        self.model = model or build_chat_model(config)
+        self.pool = build_pool(config, model)
         self.cache = cache
         self.budget = budget or TokenBudget(None)
         self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
-        self._slots = asyncio.Semaphore(max(1, config.concurrency))
         self.in_flight = 0
         """Requests sent and not yet answered, for progress."""
-        self._rate_lock = asyncio.Lock()
-        self._next_start = 0.0
+        self._request_rate = TokenBucket(config.requests_per_second, 1) if config.requests_per_second else None
+        self._token_rate = (TokenBucket(config.tokens_per_minute / 60, config.tokens_per_minute)
+                            if config.tokens_per_minute else None)
 
     def cache_key(self, messages: list[BaseMessage], sample_index: int) -> str:
         c = self.config
-        # The embedded server's port changes per run; its identity is the model.
-        endpoint = "embedded" if c.embedded else c.base_url
+        # The embedded server's port changes per run; its identity is the model. A pool's
+        # answers must hit the cache whichever endpoint gave them; one endpoint keeps the
+        # URL, as caches written before pools existed did.
+        urls = [e.base_url for e in c.endpoint_list()]
+        endpoint = "embedded" if c.embedded else urls[0] if len(urls) == 1 else "pool"
         payload = [endpoint, c.model, c.temperature, c.top_p, c.max_tokens, c.extra_body, c.seed,
                    messages_to_dict(messages), sample_index]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -221,15 +242,14 @@ class ChatLLM:
                 usage.input_tokens += completion.input_tokens
                 usage.output_tokens += completion.output_tokens
                 self.budget.used += completion.input_tokens + completion.output_tokens
+            except FatalLLMError:
+                raise
             except Exception as exc:  # classified below; anything unknown is final
                 last_reason, retryable = classify_error(exc)
-                last_detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-                if isinstance(exc, openai.AuthenticationError):
-                    raise FatalLLMError(
-                        f"the endpoint {self.config.base_url} rejected the API key (401): check {self.config.api_key_env}"
-                    ) from None
+                last_detail = _first_line(exc)
                 if not retryable:
                     raise LLMCallFailed(last_reason, last_detail) from None
+                # The lease is already given back: the pause holds no endpoint slot.
                 await asyncio.sleep(self._backoff(attempt, _retry_after(exc)))
                 continue
             if not completion.text:
@@ -238,35 +258,73 @@ class ChatLLM:
                 last_reason, last_detail = "unparseable", completion.text[:200]
             else:
                 return completion
-        if last_reason == "connection_error":
-            raise FatalLLMError(f"cannot reach the LLM endpoint {self.config.base_url}: {last_detail}")
         raise LLMCallFailed(last_reason, last_detail)
 
     async def _request(self, messages, sample_index: int, attempt: int, usage: RoleUsage) -> Completion:
+        """One answer from some endpoint; throttled and unreachable endpoints hand the request on."""
         kwargs: dict[str, Any] = {}
         if self.config.seed is not None:
             # Distinct samples of one prompt need distinct seeds; a re-ask must not repeat itself.
             kwargs["seed"] = self.config.seed + 1000 * sample_index + attempt
-        async with self._slots:
-            await self._respect_rate_limit()
+        estimate = sum(len(str(m.content)) for m in messages) // 4 + 1
+        await self._respect_rate_limits(estimate)
+        handoffs = 0
+        while True:
+            lease = await self._acquire()
             usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
             self.in_flight += 1
             try:
-                message = await asyncio.wait_for(self.model.ainvoke(messages, **kwargs), self.config.timeout + 5)
+                message = await asyncio.wait_for(lease.endpoint.model.ainvoke(messages, **kwargs), self.config.timeout + 5)
+            except asyncio.CancelledError:
+                self.pool.abandoned(lease)
+                raise
+            except Exception as exc:
+                if self._hand_back(lease, exc) and handoffs < MAX_HANDOFFS:
+                    handoffs += 1
+                    continue
+                raise
             finally:
                 self.in_flight -= 1
-        usage = getattr(message, "usage_metadata", None) or {}
-        text = strip_think(message.content if isinstance(message.content, str) else str(message.content))
-        return Completion(text, usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+            answer_usage = getattr(message, "usage_metadata", None) or {}
+            completion = Completion(
+                strip_think(message.content if isinstance(message.content, str) else str(message.content)),
+                answer_usage.get("input_tokens", 0), answer_usage.get("output_tokens", 0))
+            self.pool.succeeded(lease, completion.input_tokens, completion.output_tokens)
+            if self._token_rate and (spent := completion.input_tokens + completion.output_tokens):
+                self._token_rate.charge(spent - estimate)
+            return completion
 
-    async def _respect_rate_limit(self) -> None:
-        if not self.config.requests_per_second:
-            return
-        async with self._rate_lock:
-            now = time.monotonic()
-            wait = self._next_start - now
-            self._next_start = max(now, self._next_start) + 1.0 / self.config.requests_per_second
-        if wait > 0:
+    async def _acquire(self) -> Lease:
+        try:
+            return await self.pool.acquire()
+        except PoolExhausted as exc:
+            raise FatalLLMError(f"cannot reach any LLM endpoint of '{self.config.name}' {exc}") from None
+
+    def _hand_back(self, lease: Lease, exc: Exception) -> bool:
+        """Report a failed request to the pool; True when another endpoint (or a later try) should take it."""
+        reason, retryable = classify_error(exc)
+        status = getattr(exc, "status_code", None)
+        if isinstance(exc, openai.AuthenticationError):
+            self.pool.failed(lease, reason, "", unreachable=False, server_side=False)
+            raise FatalLLMError(
+                f"the endpoint {lease.endpoint.url} rejected the API key (401): check "
+                f"{self._key_env(lease.endpoint.url)}") from None
+        if status in THROTTLE_STATUS:
+            self.pool.throttled(lease, reason, _retry_after(exc))
+            return True
+        unreachable = reason == "connection_error"
+        self.pool.failed(lease, reason, _first_line(exc), unreachable=unreachable,
+                         server_side=retryable and not unreachable and reason != "malformed_response")
+        return unreachable
+
+    def _key_env(self, url: str) -> str | None:
+        return next((e.api_key_env for e in self.config.endpoint_list() if e.base_url == url), self.config.api_key_env)
+
+    async def _respect_rate_limits(self, estimated_tokens: int) -> None:
+        """Wait for this request's turn under requests_per_second and tokens_per_minute, holding no slot."""
+        waits = [bucket.reserve(amount) for bucket, amount in
+                 ((self._request_rate, 1), (self._token_rate, estimated_tokens)) if bucket]
+        if (wait := max(waits, default=0.0)) > 0:
             await asyncio.sleep(wait)
 
     @staticmethod
@@ -297,6 +355,12 @@ class LLMPool:
     def usage_by_role(self) -> dict[str, dict[str, int]]:
         """Counters of the whole run, earlier invocations included."""
         return _merge([self.prior_usage, self.usage_this_invocation()])
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per endpoint of each client (this invocation only): requests, errors, tokens, latency, limit history."""
+        roles = {id(self.evol): "evol", id(self.optim): "optim"}
+        return [{"llm": roles[id(client)], **endpoint}
+                for client in self.clients() for endpoint in client.pool.summary()]
 
     def cost(self) -> dict[str, Any] | None:
         """USD per role and in total for this invocation plus earlier ones, when the configs have prices."""

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import yaml
 from dotenv import find_dotenv, load_dotenv
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from failure_checks.markers import ParseMode
 from user_errors import ConfigError
@@ -26,8 +26,23 @@ DEFAULT_DEEPSEEK_MODEL = "deepseek-v4-flash"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 
+class EndpointConfig(BaseModel):
+    """One server of a pool; unset fields take the LLM config's value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(min_length=1)
+    """Endpoint root, e.g. http://10.0.0.5:8000/v1."""
+    api_key_env: str | None = None
+    """Env variable holding this endpoint's key; None takes the config's `api_key_env`."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Cap on requests in flight here; None takes the config's `concurrency`."""
+    weight: float = Field(default=1.0, gt=0)
+    """Preference among endpoints with room: load is measured as in-flight / (limit x weight)."""
+
+
 class LLMConfig(BaseModel):
-    """One OpenAI-compatible chat endpoint and how to sample from it."""
+    """One OpenAI-compatible chat model, served by one endpoint or a pool, and how to sample from it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -35,8 +50,10 @@ class LLMConfig(BaseModel):
     """Preset or file this config came from, for logs and run.json."""
     embedded: bool = False
     """True when the tool must start its own llama.cpp server (the `local` preset)."""
-    base_url: str | None = None
-    """Endpoint root, e.g. https://api.deepseek.com; filled in at start-up for `embedded`."""
+    base_url: str | list[str] | None = None
+    """Endpoint root, e.g. https://api.deepseek.com, or a list of roots serving the same model."""
+    endpoints: list[EndpointConfig] | None = None
+    """A pool with per-endpoint key, cap and weight; an alternative to `base_url`."""
     model: str
     """Model id sent to the endpoint."""
     api_key_env: str | None = None
@@ -51,10 +68,12 @@ class LLMConfig(BaseModel):
     """Seconds before one request is abandoned."""
     max_retries: int = 3
     """Retries of a transient failure before the item becomes a failure."""
-    concurrency: int = 8
-    """Requests in flight at once against this endpoint."""
-    requests_per_second: float | None = None
-    """Optional rate limit for this endpoint."""
+    concurrency: int = Field(default=8, ge=1)
+    """Cap on requests in flight per endpoint; the actual limit adapts below it on throttling."""
+    requests_per_second: float | None = Field(default=None, gt=0)
+    """Optional rate limit on request starts, over all endpoints of this config."""
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    """Optional limit on prompt+completion tokens, over all endpoints of this config."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra fields merged into every request body."""
     parse_mode: ParseMode = "strict"
@@ -66,6 +85,47 @@ class LLMConfig(BaseModel):
     output_price_per_million: float | None = None
     """Optional price in USD per million completion tokens."""
 
+    @model_validator(mode="after")
+    def _one_endpoint_shape(self) -> "LLMConfig":
+        urls = [e.base_url for e in self.endpoints] if self.endpoints is not None else self.base_url
+        if self.endpoints is not None and self.base_url is not None:
+            raise ValueError("give either base_url or endpoints, not both")
+        if isinstance(urls, list):
+            if not urls:
+                raise ValueError("the endpoint list is empty: give at least one base_url")
+            if len(set(urls)) < len(urls):
+                raise ValueError(f"an endpoint is listed twice ({', '.join(urls)})")
+            if self.embedded and len(urls) > 1:
+                raise ValueError("an embedded config starts its own server and takes no endpoint list")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_pool_fields(self, handler) -> dict[str, Any]:
+        # settings.json of runs made before pools existed must still match on resume.
+        fields = handler(self)
+        for name in ("endpoints", "tokens_per_minute"):
+            if fields.get(name, 0) is None:
+                del fields[name]
+        return fields
+
+    def endpoint_list(self) -> list[EndpointConfig]:
+        """The endpoints serving this config, every field filled in; one for a single base_url."""
+        if self.endpoints is not None:
+            listed = self.endpoints
+        else:
+            urls = self.base_url if isinstance(self.base_url, list) else [self.base_url or ""]
+            listed = [EndpointConfig(base_url=url) for url in urls]
+        return [EndpointConfig(base_url=e.base_url, api_key_env=e.api_key_env or self.api_key_env,
+                               concurrency=e.concurrency or self.concurrency, weight=e.weight) for e in listed]
+
+    def total_concurrency(self) -> int:
+        """Requests in flight at once over all endpoints, at their caps."""
+        return sum(e.concurrency or self.concurrency for e in self.endpoint_list())
+
+    def endpoint_names(self) -> str:
+        """The endpoint URLs, comma-separated, for messages."""
+        return ", ".join(e.base_url for e in self.endpoint_list())
+
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """USD for these tokens, or None when the config has no prices."""
         if self.input_price_per_million is None and self.output_price_per_million is None:
@@ -73,14 +133,15 @@ class LLMConfig(BaseModel):
         return (input_tokens * (self.input_price_per_million or 0.0)
                 + output_tokens * (self.output_price_per_million or 0.0)) / 1e6
 
-    def api_key(self) -> str:
-        """The key from the environment, or a one-line ConfigError naming the variable."""
-        if not self.api_key_env:
+    def api_key(self, env_name: str | None = None) -> str:
+        """The key from `env_name` (default: `api_key_env`), or a one-line ConfigError naming the variable."""
+        env_name = env_name or self.api_key_env
+        if not env_name:
             return "not-needed"
-        key = os.environ.get(self.api_key_env, "").strip()
+        key = os.environ.get(env_name, "").strip()
         if not key:
             raise ConfigError(
-                f"LLM config '{self.name}' needs an API key: set {self.api_key_env} "
+                f"LLM config '{self.name}' needs an API key: set {env_name} "
                 "in the environment or in .env"
             )
         return key
@@ -131,11 +192,21 @@ def load_llm_config(preset_or_path: str, role: Role) -> LLMConfig:
     if not isinstance(fields, dict):
         raise ConfigError(f"{path}: expected a mapping of LLM config fields")
     base = _preset(fields.pop("preset"), role) if "preset" in fields else {}
+    if "endpoints" in fields:
+        base.pop("base_url", None)  # the file's pool replaces the preset's one endpoint
     try:
         return LLMConfig(**{**base, "name": path.name, **fields})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(map(str, error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
 
 
 def choose_llm_configs(evol: str | None, optim: str | None) -> tuple[LLMConfig, LLMConfig, str]:

@@ -77,6 +77,7 @@ def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
         "quality": quality_by_level(resources.store, state.level_counts),
         "token_usage": resources.llms.usage_by_role(),
         "cost": resources.llms.cost(),
+        "endpoints": resources.llms.endpoint_stats(),
         "phase_seconds": phase_seconds(state.phase_times),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -32,7 +32,7 @@ def child_id(root_id: str, level: int) -> str:
 
 def items_in_flight(resources: RunResources) -> int:
     """Parents streamed at once: enough to keep every request slot busy while some items are between calls."""
-    return 4 * max(1, resources.llms.evol.config.concurrency) + 32
+    return 4 * resources.llms.evol.config.total_concurrency() + 32
 
 
 async def stream_all(items: Iterable, worker: Callable[[object], Awaitable[None]], window: int) -> None:

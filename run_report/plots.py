@@ -109,3 +109,19 @@ def token_plot(usage: dict[str, dict]) -> Plot:
     ax.set_xlabel("tokens")
     ax.legend(fontsize=8)
     return png(fig, "tokens per role")
+
+
+def limit_plot(histories: dict[str, list]) -> Plot:
+    """Each endpoint's concurrency limit over the run, as steps from one (unix time, limit) point to the next."""
+    starts = [points[0][0] for points in histories.values() if points]
+    origin = min(starts) if starts else 0.0
+    fig = Figure(figsize=(9, 3.2))
+    ax = fig.add_subplot()
+    for name, points in histories.items():
+        if points:
+            ax.step([t - origin for t, _ in points], [limit for _, limit in points], where="post", label=name)
+    ax.set(xlabel="seconds since the first request", ylabel="concurrency limit")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return png(fig, "concurrency limit per endpoint over time")

@@ -382,6 +382,34 @@ def tokens(data: RunFiles) -> Tokens:
         phase_total=float(sum(s for s in phases.values() if isinstance(s, (int, float)))))
 
 
+ENDPOINT_COLUMNS = ("llm", "base_url", "cap", "limit", "down", "requests", "succeeded", "errors", "input_tokens",
+                    "output_tokens", "p50_s", "p90_s", "p99_s")
+
+
+@dataclass
+class Endpoints:
+    """Per endpoint of each LLM: counters, latency percentiles and its concurrency limit over time."""
+
+    headers: list[str]
+    rows: list[list]
+    """ENDPOINT_COLUMNS per endpoint."""
+    plot: Plot | None
+    """The limit over time, when some endpoint recorded more than its starting limit."""
+
+
+def endpoints(data: RunFiles) -> Endpoints:
+    listed = [e for e in data.run.get("endpoints") or [] if isinstance(e, dict)]
+    rows = []
+    for e in listed:
+        latency = e.get("latency_seconds") or {}
+        rows.append([e.get("llm"), e.get("base_url"), e.get("cap"), e.get("limit"), e.get("down"), e.get("requests"),
+                     e.get("succeeded"), e.get("errors") or None, e.get("input_tokens"), e.get("output_tokens"),
+                     latency.get("p50"), latency.get("p90"), latency.get("p99")])
+    histories = {f"{e.get('llm')} {e.get('base_url')}": e.get("limit_history") or [] for e in listed}
+    changed = any(len(points) > 1 for points in histories.values())
+    return Endpoints(headers=list(ENDPOINT_COLUMNS), rows=rows, plot=plots.limit_plot(histories) if changed else None)
+
+
 # --- the page --------------------------------------------------------------------------
 
 
@@ -395,4 +423,5 @@ def sections(data: RunFiles) -> list[Section]:
         Section("quality", "Quality", "quality.html.j2", quality(data)),
         Section("lineages", "Lineages", "lineages.html.j2", lineages(data)),
         Section("tokens", "Tokens and cost", "tokens.html.j2", tokens(data)),
+        Section("endpoints", "Endpoints", "endpoints.html.j2", endpoints(data)),
     ]

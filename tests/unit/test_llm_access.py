@@ -72,12 +72,27 @@ def test_think_blocks_are_stripped_and_usage_counted():
     assert llm.usage["respond"].calls == 1 and llm.usage["respond"].input_tokens == completion.input_tokens
 
 
-def test_transient_errors_are_retried_honouring_retry_after(monkeypatch):
+def test_throttling_rests_the_endpoint_for_retry_after_and_cuts_its_limit():
+    import time
+
+    model = FlakyModel(errors=[_status_error(429, {"retry-after": "0.3"}), _status_error(503, {"retry-after": "0.2"})])
+    llm = _llm(model)  # concurrency 4, max_retries 2
+    started = time.monotonic()
+    completion = asyncio.run(llm.complete("hi", role="respond"))
+    elapsed = time.monotonic() - started
+    assert completion.text == "fine" and model.requests == 3 and elapsed >= 0.5
+    endpoint = llm.pool.summary()[0]
+    # Each throttled answer came from a request sent after the previous cut, so each cut: 4 -> 3 -> 2.
+    assert [limit for _, limit in endpoint["limit_history"]] == [4, 3, 2]
+    assert endpoint["errors"] == {"http_429": 1, "http_503": 1} and endpoint["succeeded"] == 1
+
+
+def test_server_errors_are_retried_honouring_retry_after(monkeypatch):
     sleeps = []
     monkeypatch.setattr(asyncio, "sleep", _recording_sleep(sleeps))
-    model = FlakyModel(errors=[_status_error(429, {"retry-after": "7"}), _status_error(503)])
+    model = FlakyModel(errors=[_status_error(500, {"retry-after": "7"})])
     completion = asyncio.run(_llm(model).complete("hi", role="respond"))
-    assert completion.text == "fine" and model.requests == 3
+    assert completion.text == "fine" and model.requests == 2
     assert 7.0 in sleeps  # the backoff took Retry-After as given
 
 

@@ -17,7 +17,7 @@ from run_report.run_files import MAX_DEEP_LINEAGES, ancestry, contrasting_failur
 
 CHROMIUM = Path("/usr/bin/chromium")
 SECTION_TITLES = ("Evolving method", "Optimization", "Failure reasons", "Instruction length per level", "Quality",
-                  "Lineages", "Tokens and cost")
+                  "Lineages", "Tokens and cost", "Endpoints")
 KOREAN_SEED = "김치찌개를 맛있게 끓이는 순서를 알려 주세요."
 KOREAN_LEVEL_2 = "김치찌개를 끓이는 순서를 재료 손질부터 단계별로, 각 단계의 시간과 함께 표로 정리해 주세요."
 PLOT_PREFIX = '<img class="plot" alt='
@@ -67,6 +67,10 @@ def full_run() -> dict:
                                     "output_tokens": 700}},
         "cost": {"total_usd": 0.12, "by_role": {"evolve": 0.1, "respond": 0.02}},
         "phase_seconds": {"load": 0.5, "optimization": 12.0, "generation": 8.25},
+        "endpoints": [{"llm": "evol", "base_url": "http://gpu-a:8000/v1", "cap": 16, "limit": 13, "down": False,
+                       "requests": 530, "succeeded": 500, "errors": {"http_429": 30}, "input_tokens": 9000,
+                       "output_tokens": 4000, "latency_seconds": {"p50": 1.25, "p90": 3.5, "p99": 9.75},
+                       "limit_history": [[1764000000.0, 16], [1764000003.5, 12], [1764000010.0, 13]]}],
         "finished_at": "2026-11-25T10:05:00+0000",
     }
 
@@ -201,9 +205,15 @@ def test_failures_quality_lineages_and_tokens(report_html):
     assert "total_usd" in report_html and "20.750" in report_html
 
 
+def test_endpoints_show_counters_percentiles_and_the_limit_plot(report_html):
+    section = report_html[report_html.index('<section id="endpoints">'):]
+    assert "http://gpu-a:8000/v1" in section and "http_429: 30" in section and "9.750" in section
+    assert 'alt="concurrency limit per endpoint over time"' in section
+
+
 def test_a_run_without_history_e0_quality_or_rows_still_renders(tmp_path):
     run = full_run()
-    for key in ("history", "quality", "cost", "token_usage", "final_score", "counts"):
+    for key in ("history", "quality", "cost", "token_usage", "final_score", "counts", "endpoints"):
         run.pop(key)
     run["e0_score"] = None
     html_text = write_report(make_run_dir(tmp_path / "bare", run, with_rows=False)).read_text(encoding="utf-8")
@@ -212,6 +222,7 @@ def test_a_run_without_history_e0_quality_or_rows_still_renders(tmp_path):
     assert "not measured: no e0 score and no final score" in html_text
     assert "No optimization history" in html_text
     assert "run.json has no quality metrics" in html_text
+    assert "run.json has no endpoint statistics" in html_text
     assert "no item failed" in html_text and "no instruction survived" in html_text
     assert INLINE_PNG not in html_text
 
