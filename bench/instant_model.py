@@ -6,17 +6,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-
-def _answer(prompt: str, seed) -> str:
-    if "<feedback>" in prompt:
-        method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
-        return f"Tightened.\n```Optimized Method\n{method}\nSample {seed}.\n```"
-    if "### Case " in prompt:
-        return "Case 1: fine. Summary: nothing to fix."
-    if "#Instruction#\n" in prompt:
-        instruction = prompt.rsplit("#Instruction#\n", 1)[1].strip()
-        return f"#Finally Rewritten Instruction#\n{instruction} Justify each step with a short example."
-    return "A complete answer, with the reasoning laid out and one worked example at the end."
+from chat_server import shaped_answer
 
 
 class InstantChatModel(BaseChatModel):
@@ -28,7 +18,7 @@ class InstantChatModel(BaseChatModel):
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
         prompt = str(messages[-1].content)
-        text = _answer(prompt, kwargs.get("seed"))
+        text = shaped_answer(prompt, kwargs.get("seed"))
         usage = {"input_tokens": len(prompt) // 4, "output_tokens": len(text) // 4,
                  "total_tokens": (len(prompt) + len(text)) // 4}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))])

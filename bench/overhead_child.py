@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH.parent), str(BENCH)]
+sys.path[:0] = [str(BENCH.parent), str(BENCH), str(BENCH.parent / "tests")]
 
 from settings import RunSettings
 

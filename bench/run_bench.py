@@ -19,7 +19,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-sys.path[:0] = [str(REPO), str(BENCH)]
+sys.path[:0] = [str(REPO), str(BENCH), str(REPO / "tests")]
 
 WORDS = ("river market winter engine garden theory signal harbor violin copper orbit ledger meadow "
          "canyon pixel sonnet glacier tariff compass lantern quartz mosaic thunder orchard voltage").split()

@@ -1,30 +1,82 @@
-"""A small OpenAI-compatible chat-completions server on 127.0.0.1, for tests of the endpoint pool.
+"""A simulated OpenAI-compatible chat endpoint on 127.0.0.1, for the tests and the bench.
 
-It runs in the test's own event loop (plain asyncio streams, HTTP/1.1 keep-alive). Per
-server: a fixed latency, a capacity above which it answers 429 with Retry-After, and a
-kill switch that refuses new connections and drops the ones open (requests in flight
-see their connection reset). The answer depends only on the prompt, so every server
-gives the same text.
+Plain asyncio streams, HTTP/1.1 keep-alive. Per server: a latency (fixed, or lognormal with
+a median and a shape, as real APIs' long tails are), a capacity above which it answers 429
+with Retry-After, and a kill switch that refuses new connections and drops the ones open.
+It measures at the server what a client cannot: requests in flight over time.
+
+    python tests/chat_server.py --median 1 --sigma 1 --capacity 32   # the bench runs it like this
+    GET /stats for the figures, POST /reset to start a new measurement.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import math
+import random
+import time
+from collections.abc import Callable
 
 
-def answer_for(prompt: str) -> str:
+def answer_for(prompt: str, seed: int | None = None) -> str:
+    """The same text for the same prompt, whichever server answers."""
     return f"answer to: {prompt}"
+
+
+def shaped_answer(prompt: str, seed: int | None = None) -> str:
+    """Answers shaped like a good model's, so evolutions pass the failure rules and methods parse."""
+    if "<feedback>" in prompt:
+        method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
+        return f"Tightened.\n```Optimized Method\n{method}\nSample {seed}.\n```"
+    if "### Case " in prompt:
+        return "Case 1: fine. Summary: nothing to fix."
+    if "#Instruction#\n" in prompt:
+        instruction = prompt.rsplit("#Instruction#\n", 1)[1].strip()
+        return f"#Finally Rewritten Instruction#\n{instruction} Justify each step with a short example."
+    return "A complete answer, with the reasoning laid out and one worked example at the end."
+
+
+class BusyMeter:
+    """Requests in flight over time: their integral and the span they cover."""
+
+    def __init__(self):
+        self.area = 0.0
+        """Request-seconds in flight."""
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+        self.latency_sum = 0.0
+        """Seconds of latency served to answered requests."""
+        self._in_flight, self._since = 0, 0.0
+
+    def change(self, delta: int) -> None:
+        now = time.monotonic()
+        if self.first_start is None:
+            self.first_start = self._since = now
+        self.area += self._in_flight * (now - self._since)
+        self._in_flight, self._since = self._in_flight + delta, now
+        if delta < 0:
+            self.last_end = now
+
+    def figures(self) -> dict:
+        span = (self.last_end - self.first_start) if self.first_start is not None and self.last_end else 0.0
+        return {"span_s": round(span, 3), "mean_in_flight": round(self.area / span, 3) if span else 0.0,
+                "latency_sum_s": round(self.latency_sum, 3)}
 
 
 class ChatServer:
     """One simulated endpoint; counts what it served, throttled and its peak in flight."""
 
     def __init__(self, latency: float = 0.01, capacity: int | None = None, retry_after: str = "0.1",
-                 kill_after: int | None = None, completion_tokens: int | None = None):
+                 kill_after: int | None = None, completion_tokens: int | None = None, sigma: float = 0.0,
+                 answer: Callable[[str, int | None], str] = answer_for, seed: int = 0):
         self.latency, self.capacity, self.retry_after = latency, capacity, retry_after
-        self.kill_after, self.completion_tokens = kill_after, completion_tokens
+        """latency is the median when sigma > 0 (lognormal), else fixed."""
+        self.kill_after, self.completion_tokens, self.sigma, self.answer = kill_after, completion_tokens, sigma, answer
+        self.rng = random.Random(seed)
         self.served = self.throttled = self.in_flight = self.peak = 0
+        self.busy = BusyMeter()
         self.killed = False
         self.base_url = ""
         self._server: asyncio.Server | None = None
@@ -32,7 +84,7 @@ class ChatServer:
         self._handlers: set[asyncio.Task] = set()
 
     async def __aenter__(self) -> "ChatServer":
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=4096)
         self.base_url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
         return self
 
@@ -77,21 +129,34 @@ class ChatServer:
             self._handlers.discard(asyncio.current_task())
             writer.transport.abort()
 
+    def stats(self) -> dict:
+        return {"served": self.served, "throttled": self.throttled, "peak_in_flight": self.peak, **self.busy.figures()}
+
     async def _answer(self, request_line: bytes, body: bytes) -> tuple[int, list[str], dict]:
+        if request_line.startswith(b"GET /stats"):
+            return 200, [], self.stats()
+        if request_line.startswith(b"POST /reset"):
+            self.served = self.throttled = self.peak = 0
+            self.busy = BusyMeter()
+            return 200, [], {"reset": True}
         if b"/chat/completions" not in request_line:
             return 404, [], {"error": {"message": "not found"}}
         if self.capacity is not None and self.in_flight >= self.capacity:
             self.throttled += 1
             return 429, [f"Retry-After: {self.retry_after}"], {"error": {"message": "too many requests"}}
+        latency = self.latency * math.exp(self.sigma * self.rng.gauss(0.0, 1.0)) if self.sigma else self.latency
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
+        self.busy.change(+1)
         try:
-            await asyncio.sleep(self.latency)
+            await asyncio.sleep(latency)
         finally:
             self.in_flight -= 1
+            self.busy.change(-1)
+        self.busy.latency_sum += latency
         request = json.loads(body)
         prompt = request["messages"][-1]["content"]
-        text = answer_for(prompt)
+        text = self.answer(prompt, request.get("seed"))
         completion = self.completion_tokens if self.completion_tokens is not None else len(text) // 4 + 1
         return 200, [], {
             "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request.get("model", "m"),
@@ -99,3 +164,24 @@ class ChatServer:
             "usage": {"prompt_tokens": len(prompt) // 4 + 1, "completion_tokens": completion,
                       "total_tokens": len(prompt) // 4 + 1 + completion},
         }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A simulated OpenAI-compatible endpoint on 127.0.0.1.")
+    parser.add_argument("--median", type=float, default=1.0, help="median latency in seconds")
+    parser.add_argument("--sigma", type=float, default=1.0, help="lognormal shape of the latency")
+    parser.add_argument("--capacity", type=int, default=None, help="requests in flight above which it answers 429")
+    parser.add_argument("--retry-after", default="1", help="the Retry-After header of a 429")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        async with ChatServer(latency=args.median, sigma=args.sigma, capacity=args.capacity,
+                              retry_after=args.retry_after, answer=shaped_answer) as server:
+            print(f"listening {server.base_url}", flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
