@@ -17,13 +17,14 @@ from user_errors import ConfigError
 
 def check_run(settings: RunSettings, cache_path: str | None = None) -> SeedSet:
     """Check the rules, method file, diversity steps, output paths and data; returns the seed set read."""
-    from nodes.diversity import load_step, step_names_of  # imports the run's machinery: only when checking
+    from nodes.diversity import BUILT_IN_STEPS, load_step, step_names_of  # the run's machinery: only when checking
     from nodes.loader import starting_method
 
     load_rules(settings.rules_path)
     starting_method(settings.method_file)
     for name in step_names_of(settings):
-        load_step(name)
+        if name not in BUILT_IN_STEPS:
+            load_step(name)
     check_writable_directory("--save-path", Path(settings.save_path))
     check_writable_file("--cache", Path(cache_path) if cache_path else Path(settings.save_path) / "llm_cache.sqlite")
     seeds = read_seed_set(settings)

@@ -13,7 +13,8 @@ from llm_tasks.templates import initial_method
 from nodes.selector import _decision, is_strictly_better, within_noise
 from nodes.validator import summarize, wilson_interval
 from run import build_parser, print_summary
-from run_report.html_report import candidate_intervals, write_report
+from run_report.html_report import write_report
+from run_report.sections import candidate_intervals
 
 SCAFFOLDING_ONLY = "새로\n(Stage 2 could not be produced: runaway_length: 4100 chars)\n</feedback>"
 LONG_SCAFFOLDING = initial_method() + "\n\n### Case 3\nStage 0: 김치찌개를 끓이는 방법\n</feedback>\nKeep the steps short."

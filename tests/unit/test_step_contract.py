@@ -8,7 +8,7 @@ import pytest
 
 from conftest import make_settings, run_workflow
 from fakes import ScriptedChatModel
-from nodes.diversity import checked_step_result, new_item
+from nodes.diversity import new_item, sort_out
 from record_store.loading import read_seed_set
 from user_errors import ConfigError
 
@@ -46,10 +46,9 @@ def test_a_step_that_adds_with_new_item_is_accounted_for(tmp_path):
 
 
 @pytest.mark.parametrize("returned,needle", [
-    ("None", "returned NoneType, not a list"),
-    ("[item['instruction'] for item in chunk]", "returned a str at position 0"),
-    ("[{'id': 'x', 'instruction': 'y'}]", "without root_id, parent_id, level"),
-    ("chunk + chunk", "two items with one id"),
+    ("None", "must return a list of items"),
+    ("[item['instruction'] for item in chunk]", "must return a list of items"),
+    ("chunk + [{'id': 'x'}]", "created item 'x' without an instruction"),
 ])
 def test_a_malformed_return_ends_the_run_naming_the_step(tmp_path, returned, needle):
     step = _step_file(tmp_path, f"async def step(chunk, context):\n    return {returned}\n")
@@ -57,14 +56,14 @@ def test_a_malformed_return_ends_the_run_naming_the_step(tmp_path, returned, nee
     with pytest.raises(ConfigError) as error:
         run_workflow(settings, ScriptedChatModel())
     message = str(error.value)
-    assert f"--diversity step '{step}'" in message and needle in message and "\n" not in message
+    assert f"diversity step '{step}'" in message and needle in message and "\n" not in message
 
 
 def test_a_step_that_raises_ends_the_run_in_one_line_and_the_run_resumes(tmp_path):
     step = _step_file(tmp_path, "async def step(chunk, context):\n    raise KeyError('category')\n")
     settings = make_settings(tmp_path, data_path=_data(tmp_path, ROWS), max_steps=0, loop=1, diversity=[step])
     model = ScriptedChatModel()
-    with pytest.raises(ConfigError, match=r"my_step.py:step' failed: KeyError: 'category' .*resume"):
+    with pytest.raises(ConfigError, match=r"my_step.py:step' failed: KeyError: 'category'"):
         run_workflow(settings, model)
     evolutions = model.tasks().count("evolve")
     _step_file(tmp_path, "async def step(chunk, context):\n    return chunk\n")  # the user fixes the step
@@ -73,11 +72,12 @@ def test_a_step_that_raises_ends_the_run_in_one_line_and_the_run_resumes(tmp_pat
     assert model.tasks().count("evolve") == evolutions  # the chunk's evolutions came back from the checkpoint/cache
 
 
-def test_checked_step_result_accepts_a_chunk_with_an_eliminated_created_item():
+def test_new_item_makes_a_new_lineage_that_sort_out_keeps_beside_its_parent():
     parent = {"id": "d0.L1", "root_id": "d0", "parent_id": "d0", "level": 1, "instruction": "Explain tides."}
-    created = new_item(parent, None, suffix="B2")
-    created["elimination"] = {"reason": "llm_error", "detail": "timeout"}
-    assert checked_step_result("x", [parent, created]) == [parent, created]
+    created = new_item(parent, "Explain tides on a moon of Saturn.", suffix="B2")
+    assert (created["id"], created["root_id"], created["parent_id"], created["level"]) == (
+        "d0.L1.B2", "d0.L1.B2", "d0.L1", 1)
+    assert sort_out("mine", 1, [parent], [parent, created]) == [[parent, created]]
 
 
 @pytest.mark.parametrize("original,copy", [
