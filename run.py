@@ -107,7 +107,15 @@ def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
 RECURSION_LIMIT = 1_000_000
 
 
+def rate_with_interval(score: dict) -> str:
+    """0.333 [0.097-0.700]; the interval is left out for a run.json written before it existed."""
+    interval = score.get("failure_rate_interval")
+    return f"{score['failure_rate']:.3f}" + (f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else "")
+
+
 def print_summary(values: dict, settings: RunSettings) -> None:
+    from nodes.selector import within_noise
+
     run = json.loads((Path(settings.save_path) / "run.json").read_text(encoding="utf-8"))
     e0, final = run["e0_score"], run["final_score"]
     print(f"rows in: {run['counts']['rows_in']}, generation set: {run['counts']['generation_set']}")
@@ -118,7 +126,11 @@ def print_summary(values: dict, settings: RunSettings) -> None:
     if lenient:
         print(f"{lenient} of the records were parsed leniently (no final marker in the model's answer)")
     if e0:
-        print(f"dev failure rate: e0 {e0['failure_rate']:.3f} -> {run['method_id']} {final['failure_rate']:.3f} ({run['stop_reason']})")
+        noise = ""
+        if final["method_id"] != e0["method_id"] and within_noise(final, e0):
+            noise = f"; the difference is within noise for a dev set of {e0['dev_size']}"
+        print(f"dev failure rate (95% interval): e0 {rate_with_interval(e0)} -> {run['method_id']} "
+              f"{rate_with_interval(final)} ({run['stop_reason']}{noise})")
     print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, "
           "run.json, dataset/)")
 
@@ -159,12 +171,12 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
                   f"({sum(u.get('cached_calls', 0) for u in usage)} answers from the cache)", file=sys.stderr)
 
 
-def dry_run(settings: RunSettings) -> None:
-    """Print the plan of calls and tokens; no server is started and no LLM is called."""
+def dry_run(settings: RunSettings, seeds) -> None:
+    """Print the plan of calls and tokens for the checked seed set; no server is started and no LLM is called."""
     from run_report.plan import format_plan, plan_run
-    from record_store.loading import generation_rows, read_seed_set
+    from record_store.loading import generation_rows
 
-    rows = generation_rows(read_seed_set(settings).rows, settings)
+    rows = generation_rows(seeds.rows, settings)
     print(format_plan(plan_run(settings, [row["instruction"] for row in rows])))
     print(f"({len(rows)} instructions in the generation set; see run_report/plan.py for how tokens are estimated)")
 
@@ -212,6 +224,7 @@ def publish_only(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from failure_checks.preflight import check_run
     from llm_access.client import FatalLLMError
     from llm_access.embedded_server import EmbeddedServerError, embedded_server
     from publishing.dataset_folder import save_options
@@ -227,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         token = push_token(args)
         settings, note = settings_from_inputs(vars(args))
         print(note, file=sys.stderr)
+        # Every file, module and setting is checked before a server starts or an LLM is called.
+        seeds = check_run(settings, args.cache)
         if args.dry_run:
-            dry_run(settings)
+            dry_run(settings, seeds)
             return 0
         prepare_directory(settings, args.overwrite)
         save_options(Path(settings.save_path), args.license, args.push_to_hub)

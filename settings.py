@@ -59,6 +59,8 @@ class RunSettings(BaseModel):
     """Stop after this many steps without a strictly better method."""
     candidate_size: Annotated[int, Field(ge=1), Flag("optimization")] = 2
     """Candidate methods (m) sampled per step."""
+    min_improvement: Annotated[int, Field(ge=1), Flag("optimization")] = 1
+    """Dev items a candidate must fail fewer than the kept method to replace it (1: the paper's rule)."""
     loop: Annotated[int, Field(ge=1), Flag("optimization")] = 2
     """Evolution rounds per trajectory, and generation levels."""
     method_file: Annotated[str | None, Flag("optimization")] = None

@@ -72,6 +72,10 @@ class Candidate(TypedDict):
     """marker, lenient, unparseable or llm_error."""
     raw: str
     """The optimizer's answer as given."""
+    status: str
+    """usable (validated), rejected (refused by the method gate) or unusable (no method in the answer)."""
+    rejection: dict[str, str] | None
+    """reason and detail when the method gate (rules file, `method:`) refused it; it then costs no dev calls."""
 
 
 class MethodScore(TypedDict):
@@ -83,6 +87,8 @@ class MethodScore(TypedDict):
     complexity_gain: float
     """Mean evolved/original length ratio over the items that evolved."""
     dev_size: int
+    failure_rate_interval: list[float]
+    """Wilson 95% interval [low, high] of the failure rate for this dev size."""
     lenient_parses: int
     """Evolutions accepted without the final marker (lenient parse mode)."""
     examples: list[dict[str, Any]]

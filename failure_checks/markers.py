@@ -61,11 +61,11 @@ _MARKER_LEAD = r"(?P<lead>[ \t]*(?:(?:[#*_>-]+|\d+[.)])[ \t]*)*)"
 _MARKER_CLOSE = r"(?P<close>[ \t]*[#*_]*[ \t]*[:：]?[ \t]*[#*_]*)"
 
 _FINAL_WORDS = (
-    r"final(?:ly)?[ \t]+(?:(?:rewritten|evolved|revised)[ \t]+)?(?:instruction|prompt)s?"
+    r"final(?:ly)?[ \t]+(?:(?:rewritten|evolved|revised|refined)[ \t]+)?(?:instruction|prompt)s?"
     r"|최종[ \t]*(?:(?:재작성된|다시[ \t]+작성된|진화된|수정된)[ \t]*)?(?:지시문|지시|프롬프트)"
 )
 _REWRITTEN_WORDS = (
-    r"(?:rewritten|evolved|revised)[ \t]+(?:instruction|prompt)s?"
+    r"(?:rewritten|evolved|revised|refined)[ \t]+(?:instruction|prompt)s?"
     r"|(?:재작성된|다시[ \t]+작성된|진화된|수정된)[ \t]*(?:지시문|지시|프롬프트)"
 )
 
@@ -141,7 +141,43 @@ def _clean_section(body: str) -> str | None:
 
 
 def _text_after(match: re.Match[str], answer: str) -> str | None:
-    return _clean_section(answer[match.start("rest"):])
+    return _clean_section(_cut_commentary(answer[match.start("rest"):]))
+
+
+# --- commentary after the instruction ------------------------------------------
+
+# Models often add a remark after the final instruction ("Note: I added a constraint.").
+# It is CUT, not made a failure: the remark starts on a line of its own after the
+# instruction, so the instruction before it is complete and worth the paid call, and
+# failing it would teach the optimizer nothing about the method. Only remarks about the
+# rewrite itself are cut: an instruction may carry its own "Note: answer in French." line.
+_COMMENTARY_LABEL = (
+    r"[(\[]?[ \t]*[*_]*[ \t]*(?:notes?|explanation|changes(?:[ \t]+made)?|comments?|remarks?|rationale"
+    r"|참고|설명|변경[ \t]*사항|해설|주석)[ \t]*[*_]*[ \t]*[:：]"
+)
+_FIRST_PERSON = r"\bI(?:'ve|[ \t]+have)?[ \t]+(?:added|made|changed|kept|included|introduced|increased|removed|rewrote|revised)\b"
+_ABOUT_THE_REWRITE = (
+    r"\b(?:this|the)[ \t]+(?:rewritten|revised|evolved|refined|new|final|updated)[ \t]+(?:instruction|version|prompt)"
+    r"|(?:추가|변경|수정|보완|강화)(?:했|하였)습니다|넣었습니다|바꾸었습니다|바꿨습니다"
+    r"|(?:이|위의?)[ \t]*(?:지시문|지시|버전|프롬프트)(?:은|는|에서)"
+)
+# A bare "I added ..." line may be the instruction's own input text ("I added sugar to the
+# tea"); it only counts in parentheses or when it names a part of the task.
+_TASK_WORD = r"constraint|requirement|condition|instruction|prompt|task|version|complexity|difficulty|limit|step|detail"
+_COMMENTARY_LINE = re.compile(
+    rf"^[ \t]*(?:{_COMMENTARY_LABEL}[^\n]*?(?:{_FIRST_PERSON}|{_ABOUT_THE_REWRITE})"
+    rf"|[(\[][ \t]*{_FIRST_PERSON}|{_FIRST_PERSON}[^\n]{{0,80}}?\b(?:{_TASK_WORD})|{_ABOUT_THE_REWRITE})",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _cut_commentary(body: str) -> str:
+    """Drop a remark about the rewrite that follows the instruction, and everything after it."""
+    first_line_end = body.find("\n", len(body) - len(body.lstrip()))
+    if first_line_end < 0:
+        return body
+    remark = _COMMENTARY_LINE.search(body, first_line_end + 1)
+    return body[: remark.start()] if remark else body
 
 
 # --- lenient paragraph fallback ----------------------------------------------
@@ -170,7 +206,7 @@ def _is_substantial(paragraph: str) -> bool:
 def _last_substantial_paragraph(answer: str) -> str | None:
     paragraphs = re.split(r"\n[ \t]*\n", answer)
     for paragraph in reversed(paragraphs):
-        if _is_substantial(paragraph):
+        if _is_substantial(paragraph) and not _COMMENTARY_LINE.match(paragraph.strip()):
             return _clean_section(_paragraph_body(paragraph))
     return None
 
@@ -209,6 +245,8 @@ _METHOD_FENCE_OPEN = re.compile(
     r"```[ \t]*\**[ \t]*optimized[ \t_-]*method\b[^\n]*"  # ```Optimized Method
     r"|(?:#+[ \t]*)?\*{0,2}[ \t]*optimized[ \t]+method[ \t]*\*{0,2}[ \t]*:?[ \t]*\*{0,2}[ \t]*"
     r"\n(?:[ \t]*\n)*[ \t]*```[^\n]*"  # **Optimized Method** then a fence
+    r"|```[ \t]*[\w-]*[ \t]*\n[ \t]*(?:#+[ \t]*)?\*{0,2}[ \t]*(?:optimized[ \t]+method|최적화된[ \t]*방법)"
+    r"[ \t]*\*{0,2}[ \t]*:?[ \t]*\*{0,2}[ \t]*"  # a fence, then the label on the line below
     r")\n",
     re.IGNORECASE | re.MULTILINE,
 )

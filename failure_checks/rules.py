@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 import unicodedata
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -205,6 +206,16 @@ class EvolutionThresholds:
     korean_keep_factor: float = 0.5
     english_source_max_ratio: float = 0.05
     korean_target_min_ratio: float = 0.3
+    degenerate_markup_share: float = 0.6
+    degenerate_token_share: float = 0.5
+    degenerate_min_tokens: int = 6
+
+
+@dataclass(frozen=True)
+class MethodThresholds:
+    min_chars: int = 200
+    min_length_ratio: float = 0.25
+    near_copy_similarity: float = 0.995
 
 
 # --- loading and validating the YAML ---------------------------------------------
@@ -244,14 +255,14 @@ def _read_yaml(path: Path) -> Any:
         raise ValueError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from error
 
 
-def _load_thresholds(file: _RulesFile, raw: Any) -> EvolutionThresholds:
-    names = {field.name for field in fields(EvolutionThresholds)}
-    values = file.mapping(raw, "evolution.thresholds", names)
+def _load_thresholds(file: _RulesFile, section: str, raw: Any, kind: type):
+    names = {field.name for field in fields(kind)}
+    values = file.mapping(raw, f"{section}.thresholds", names)
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             problem = f"expected a non-negative number, got {value!r}"
-            raise file.error(f"evolution.thresholds.{name}", problem)
-    return EvolutionThresholds(**values)
+            raise file.error(f"{section}.thresholds.{name}", problem)
+    return kind(**values)
 
 
 def _phrase_list(file: _RulesFile, where: str, value: Any) -> list[str]:
@@ -282,12 +293,13 @@ def _positive_int(file: _RulesFile, where: str, key: str, value: Any) -> int | N
 
 def _rule_location(section: str, index: int, raw: Any) -> str:
     reason = raw.get("reason") if isinstance(raw, dict) else None
-    return f"{section}.rules[{index}]" + (f" ({reason})" if isinstance(reason, str) else "")
+    return f"{section}[{index}]" + (f" ({reason})" if isinstance(reason, str) else "")
 
 
 def _load_rule(file: _RulesFile, section: str, index: int, raw: Any) -> PhraseRule:
     where = _rule_location(section, index, raw)
-    allowed = _RULE_KEYS if section == "evolution" else _RULE_KEYS - {"unless_in_original"}
+    compares = section.startswith(("evolution", "method"))  # they have an original: the parent, the incumbent
+    allowed = _RULE_KEYS if compares else _RULE_KEYS - {"unless_in_original"}
     raw = file.mapping(raw, where, allowed)
     reason = raw.get("reason")
     if not isinstance(reason, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", reason):
@@ -314,10 +326,11 @@ def _load_rule(file: _RulesFile, section: str, index: int, raw: Any) -> PhraseRu
 
 
 def _load_rules(file: _RulesFile, section: str, raw: Any) -> tuple[PhraseRule, ...]:
+    """The phrase rules under `section` (e.g. "evolution.rules")."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise file.error(f"{section}.rules", "expected a list of rules")
+        raise file.error(section, "expected a list of rules")
     return tuple(_load_rule(file, section, index, rule) for index, rule in enumerate(raw))
 
 
@@ -332,29 +345,80 @@ def _squash(text: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", text).split()).casefold()
 
 
+# List markers at a line start: "1.", "2)", "(3)", "-", "*", "•", "가.", "①"; repeated for "- 2.".
+_LIST_MARKER = re.compile(r"^[ \t]*(?:(?:[-*•·▪+]|\(?\d{1,3}[.)]|[가-하][.)]|[\u2460-\u2473])[ \t]*)+", re.MULTILINE)
+_REPEATED_UNIT = re.compile(r"(.{1,4}?)\1+")
+
+
+def _similarity(before: str, after: str, limit: float) -> float | None:
+    """difflib's ratio of two squashed texts when it reaches `limit`, else None."""
+    if before == after:
+        return 1.0
+    matcher = difflib.SequenceMatcher(None, before, after)
+    # The cheap upper bounds rule most pairs out before the quadratic ratio().
+    if matcher.real_quick_ratio() < limit or matcher.quick_ratio() < limit:
+        return None
+    similarity = matcher.ratio()
+    return similarity if similarity >= limit else None
+
+
+@dataclass(frozen=True)
+class MethodGate:
+    """The checks a candidate method passes before it may cost any validation call."""
+
+    thresholds: MethodThresholds = MethodThresholds()
+    required: tuple[PhraseRule, ...] = ()
+    """Rules that must match; the first one that does not names the rejection."""
+    rules: tuple[PhraseRule, ...] = ()
+    """Rules that reject a method when they match (unless_in_original: the incumbent has it too)."""
+
+
 class FailureRules:
     def __init__(
         self,
         thresholds: EvolutionThresholds,
         evolution_rules: tuple[PhraseRule, ...],
         response_rules: tuple[PhraseRule, ...],
+        method_gate: MethodGate = MethodGate(),
     ):
         self.thresholds = thresholds
         self.evolution_rules = evolution_rules
         self.response_rules = response_rules
+        self.method_gate = method_gate
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "FailureRules":
         """Load rules from YAML; the default is rules/failure_rules.yaml next to this module."""
         file = _RulesFile(Path(path) if path is not None else DEFAULT_RULES_PATH)
-        top = file.mapping(_read_yaml(file.path), "top level", {"evolution", "response"})
+        top = file.mapping(_read_yaml(file.path), "top level", {"evolution", "response", "method"})
         evolution = file.mapping(top.get("evolution"), "evolution", {"thresholds", "rules"})
         response = file.mapping(top.get("response"), "response", {"rules"})
+        method = file.mapping(top.get("method"), "method", {"thresholds", "required", "rules"})
         return cls(
-            thresholds=_load_thresholds(file, evolution.get("thresholds")),
-            evolution_rules=_load_rules(file, "evolution", evolution.get("rules")),
-            response_rules=_load_rules(file, "response", response.get("rules")),
+            thresholds=_load_thresholds(file, "evolution", evolution.get("thresholds"), EvolutionThresholds),
+            evolution_rules=_load_rules(file, "evolution.rules", evolution.get("rules")),
+            response_rules=_load_rules(file, "response.rules", response.get("rules")),
+            method_gate=MethodGate(
+                thresholds=_load_thresholds(file, "method", method.get("thresholds"), MethodThresholds),
+                required=_load_rules(file, "method.required", method.get("required")),
+                rules=_load_rules(file, "method.rules", method.get("rules")),
+            ),
         )
+
+    def check_method(self, method: str, incumbent: str) -> Failure | None:
+        """Why a candidate method must not be validated, or None: the gate in the rules file's `method:`."""
+        gate, text = self.method_gate, method.strip()
+        limit = max(gate.thresholds.min_chars, int(gate.thresholds.min_length_ratio * len(incumbent.strip())))
+        if len(text) < limit:
+            return Failure("too_short", f"{len(text)} chars (a usable method has at least {limit})")
+        similarity = _similarity(_squash(incumbent), _squash(text), gate.thresholds.near_copy_similarity)
+        if similarity is not None:
+            return Failure("near_copy", f"similarity {similarity:.3f} to the incumbent")
+        view = _MatchView.of(text)
+        for rule in gate.required:
+            if rule.match(view) is None:
+                return Failure(rule.reason, rule.description or "a required phrase is missing")
+        return _first_rule_failure(gate.rules, text, incumbent)
 
     def check_evolution(self, original: str, evolved: ParsedText) -> Failure | None:
         """Return the first reason the evolution failed, or None if it looks fine."""
@@ -364,7 +428,8 @@ class FailureRules:
         if not _has_content(text):
             return Failure("empty", "no letters or digits")
         return (
-            self._runaway_length(original, text)
+            self._degenerate(text)
+            or self._runaway_length(original, text)
             or self._unchanged(original, text)
             or _first_rule_failure(self.evolution_rules, text, original)
             or self._language_changed(original, text)
@@ -387,18 +452,30 @@ class FailureRules:
             return None
         return Failure("runaway_length", f"{len(text)} chars from {len(original)} (limit {limit})")
 
+    def _degenerate(self, text: str) -> Failure | None:
+        limits = self.thresholds
+        visible = "".join(text.split())
+        markup = sum(len(m.group(0).replace(" ", "")) for m in _LIST_MARKER.finditer(text))
+        markup += sum(1 for char in _LIST_MARKER.sub("", text) if unicodedata.category(char).startswith("P"))
+        if markup / len(visible) >= limits.degenerate_markup_share:
+            return Failure("degenerate", f"{markup} of {len(visible)} characters are numbering, bullets or punctuation")
+        tokens = _squash(text).split()
+        if len(tokens) >= limits.degenerate_min_tokens:
+            token, count = Counter(tokens).most_common(1)[0]
+            if count / len(tokens) >= limits.degenerate_token_share:
+                return Failure("degenerate", f'"{token}" is {count} of {len(tokens)} words')
+        letters = "".join(tokens)
+        if unit := _REPEATED_UNIT.fullmatch(letters):
+            if len(letters) // len(unit.group(1)) >= limits.degenerate_min_tokens:
+                return Failure("degenerate", f'"{unit.group(1)}" repeated')
+        return None
+
     def _unchanged(self, original: str, text: str) -> Failure | None:
         before, after = _squash(original), _squash(text)
         if before == after:
             return Failure("unchanged", "identical apart from case, spacing and punctuation")
-        matcher, limit = difflib.SequenceMatcher(None, before, after), self.thresholds.unchanged_similarity
-        # The cheap upper bounds rule most evolutions out before the quadratic ratio().
-        if matcher.real_quick_ratio() < limit or matcher.quick_ratio() < limit:
-            return None
-        similarity = matcher.ratio()
-        if similarity >= limit:
-            return Failure("unchanged", f"similarity {similarity:.3f}")
-        return None
+        similarity = _similarity(before, after, self.thresholds.unchanged_similarity)
+        return Failure("unchanged", f"similarity {similarity:.3f}") if similarity is not None else None
 
     def _language_changed(self, original: str, text: str) -> Failure | None:
         limits = self.thresholds

@@ -59,9 +59,10 @@ def fan_out_optimization(state: WorkflowState) -> list[Send] | Literal["candidat
 
 
 def fan_out_validation(state: WorkflowState) -> list[Send] | Literal["selector"]:
-    """Score every usable candidate, and the incumbent once per method."""
+    """Score every usable candidate (never a rejected one), and the incumbent once per method."""
     tasks = [ValidationTask(method_id=c["method_id"], method=c["text"], dev=state.dev)
-             for c in sorted(state.candidates, key=lambda c: c["method_id"]) if c["text"]]
+             for c in sorted(state.candidates, key=lambda c: c["method_id"])
+             if c["text"] and c.get("status", "usable") == "usable"]
     if state.method_score is None:
         tasks.append(ValidationTask(method_id=state.method_id, method=state.method, dev=state.dev))
     return [Send("validator", task) for task in tasks] or "selector"

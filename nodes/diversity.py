@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import importlib.util
 import random
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from llm_tasks.answers import judge_information_gain
 from llm_tasks.evolution import create_in_breadth
 from record_store.near_duplicates import NearDuplicateIndex
 from resources import RunResources
+from settings import RunSettings
 from state import LevelItem
 from user_errors import ConfigError
 
@@ -106,14 +108,33 @@ def load_step(name: str) -> DiversityStep:
             spec.loader.exec_module(module)
         else:
             module = importlib.import_module(module_name)
-        return getattr(module, function)
+        step = getattr(module, function)
     except Exception as exc:  # any error in the user's module is theirs to fix: one line naming the step
         raise ConfigError(f"--diversity '{name}': cannot load it ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    if not inspect.iscoroutinefunction(step) and not inspect.iscoroutinefunction(getattr(step, "__call__", None)):
+        raise ConfigError(f"--diversity '{name}': not an async function (write 'async def {function}(items, context)')")
+    return step
 
 
-def step_names(resources: RunResources) -> list[str]:
-    names = [n for n in resources.settings.diversity if n != "none"]
-    return (["equality"] if resources.settings.equality_check else []) + names
+def new_item(parent: LevelItem, instruction: str | None, suffix: str = "B", lineage: str | None = None) -> LevelItem:
+    """An item a step creates: a new lineage (its own root) whose parent link is `parent`.
+
+    The id is the parent's id plus `.suffix`; a step creating several items from one parent
+    gives each its own suffix ("B1", "B2"), since ids must be unique. It is counted as added
+    by the step that returns it, whatever its `lineage` label.
+    """
+    item_id = f"{parent['id']}.{suffix}"
+    item = LevelItem(id=item_id, root_id=item_id, parent_id=parent["id"], level=parent["level"],
+                     instruction=instruction, original=instruction, parent_instruction=parent["instruction"])
+    if lineage:
+        item["lineage"] = lineage
+    return item
+
+
+def step_names_of(settings: RunSettings) -> list[str]:
+    """The steps a run applies, in order (--equality-check first)."""
+    names = [n for n in settings.diversity if n != "none"]
+    return (["equality"] if settings.equality_check else []) + names
 
 
 def sort_out(name: str, level: int, inputs: list[LevelItem], returned: object) -> list[list[LevelItem]]:
@@ -200,7 +221,7 @@ class DiversitySteps:
     def __init__(self, resources: RunResources, level: int):
         context = StepContext(level=level, resources=resources)
         self.steps: list[tuple[str, Callable[[LevelItem], Awaitable[list[LevelItem]]]]] = []
-        for name in step_names(resources):
+        for name in step_names_of(resources.settings):
             if name in BUILT_IN_STEPS:
                 self.steps.append((name, self._per_item(name, BUILT_IN_STEPS[name], context)))
             else:

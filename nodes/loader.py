@@ -18,7 +18,8 @@ def _cases(rows: list[dict]) -> list[Case]:
     return [Case(case_id=i, row_id=row["id"], instruction=row["instruction"]) for i, row in enumerate(rows)]
 
 
-def _starting_method(method_file: str | None) -> tuple[str, str]:
+def starting_method(method_file: str | None) -> tuple[str, str]:
+    """The method the run starts from and its id: e0, or the --method-file's text as "file"."""
     if method_file is None:
         return initial_method(), "e0"
     path = Path(method_file)
@@ -38,7 +39,7 @@ def _load(state: RunInput, config: RunnableConfig) -> dict:
     resources = start_resources(state, config)
     settings, store = resources.settings, resources.store
     seed_set = read_seed_set(settings)
-    method, method_id = _starting_method(settings.method_file)
+    method, method_id = starting_method(settings.method_file)
     train, dev = ([], []) if settings.method_file or settings.max_steps == 0 else split_train_dev(seed_set.rows, settings)
     seeds = generation_rows(seed_set.rows, settings)
     store.write_seeds(seeds)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from langchain_core.runnables import RunnableConfig
 
+from failure_checks.markers import ParsedText
+from failure_checks.rules import FailureRules
 from llm_access.client import LLMCallFailed
 from resources import resources_from, timed
 from state import Candidate, OptimizationTask
@@ -15,17 +17,28 @@ def candidate_id(step: int, sample_index: int) -> str:
     return f"s{step}c{sample_index}"
 
 
+def gated_candidate(method_id: str, sample_index: int, parsed: ParsedText, raw: str, incumbent: str,
+                    rules: FailureRules) -> Candidate:
+    """A parsed candidate, or a rejected one (text None, with the reason) when the method gate refuses it."""
+    parse = "lenient" if parsed.lenient else "marker"
+    failure = rules.check_method(parsed.text, incumbent) if parsed.text else None
+    if failure:
+        return Candidate(method_id=method_id, sample_index=sample_index, text=None, parse=parse, raw=raw,
+                         status="rejected", rejection={"reason": failure.reason, "detail": failure.detail})
+    return Candidate(method_id=method_id, sample_index=sample_index, text=parsed.text, parse=parse, raw=raw,
+                     status="usable" if parsed.text else "unusable", rejection=None)
+
+
 @timed("optimization")
 async def optimizer(task: OptimizationTask, config: RunnableConfig) -> dict:
-    """Reads the method and one feedback; writes one candidate, unusable ones recorded with why."""
-    llm = resources_from(config).llms.optim
+    """Reads the method and one feedback; writes one candidate, unusable or rejected ones recorded with why."""
+    resources = resources_from(config)
     method_id = candidate_id(task["step"], task["sample_index"])
     try:
-        parsed, raw = await optimize(llm, task["method"], task["feedback"], task["sample_index"])
+        parsed, raw = await optimize(resources.llms.optim, task["method"], task["feedback"], task["sample_index"])
     except LLMCallFailed as exc:
         parse = "unparseable" if exc.reason == "unparseable" else "llm_error"
         return {"candidates": [Candidate(method_id=method_id, sample_index=task["sample_index"], text=None,
-                                         parse=parse, raw=exc.detail or str(exc))]}
-    parse = "lenient" if parsed.lenient else "marker"
-    return {"candidates": [Candidate(method_id=method_id, sample_index=task["sample_index"], text=parsed.text,
-                                     parse=parse, raw=raw)]}
+                                         parse=parse, raw=exc.detail or str(exc), status="unusable", rejection=None)]}
+    return {"candidates": [gated_candidate(method_id, task["sample_index"], parsed, raw, task["method"],
+                                           resources.rules)]}

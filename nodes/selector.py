@@ -8,11 +8,36 @@ from resources import emit, resources_from, timed
 from state import MethodScore, StepRecord, WorkflowState
 
 
-def is_strictly_better(candidate: MethodScore, incumbent: MethodScore) -> bool:
-    """Lower failure rate wins; an equal rate needs a larger complexity gain. Ties keep the incumbent."""
-    if candidate["failure_rate"] != incumbent["failure_rate"]:
-        return candidate["failure_rate"] < incumbent["failure_rate"]
-    return candidate["complexity_gain"] > incumbent["complexity_gain"]
+def failed_items(score: MethodScore) -> int:
+    """How many dev items the method failed on."""
+    return round(score["failure_rate"] * score["dev_size"])
+
+
+def is_strictly_better(candidate: MethodScore, incumbent: MethodScore, min_improvement: int = 1) -> bool:
+    """The candidate fails on at least `min_improvement` fewer dev items than the incumbent.
+
+    With the default 1 (the paper's rule: a lower failure rate wins) an equal count is broken
+    by the larger complexity gain; a larger K asks for a real margin, so a tie never wins.
+    """
+    margin = failed_items(incumbent) - failed_items(candidate)
+    if margin != 0:
+        return margin >= min_improvement
+    return min_improvement <= 1 and candidate["complexity_gain"] > incumbent["complexity_gain"]
+
+
+def within_noise(candidate: MethodScore, incumbent: MethodScore) -> bool:
+    """The candidate's failure rate lies inside the incumbent's 95% (Wilson) interval for this dev size."""
+    low, high = incumbent.get("failure_rate_interval") or (0.0, 1.0)
+    return low <= candidate["failure_rate"] <= high
+
+
+def noise_note(candidate: MethodScore, incumbent: MethodScore) -> str:
+    """A clause saying that a win is within noise, or '' when it is not."""
+    if not within_noise(candidate, incumbent):
+        return ""
+    low, high = incumbent.get("failure_rate_interval") or (0.0, 1.0)
+    return (f"; within noise for a dev set of {incumbent['dev_size']}: {candidate['failure_rate']:.3f} is inside "
+            f"{incumbent['method_id']}'s 95% interval [{low:.3f}, {high:.3f}]")
 
 
 def best_candidate(scores: list[MethodScore]) -> MethodScore | None:
@@ -20,14 +45,15 @@ def best_candidate(scores: list[MethodScore]) -> MethodScore | None:
     return min(scores, key=lambda s: (s["failure_rate"], -s["complexity_gain"]), default=None)
 
 
-def _decision(best: MethodScore | None, incumbent: MethodScore) -> tuple[bool, str]:
+def _decision(best: MethodScore | None, incumbent: MethodScore, min_improvement: int) -> tuple[bool, str]:
     if best is None:
         return False, f"no candidate could be validated; kept {incumbent['method_id']}"
-    if is_strictly_better(best, incumbent):
+    if is_strictly_better(best, incumbent, min_improvement):
         return True, (f"{best['method_id']} failure rate {best['failure_rate']:.3f} beats "
-                      f"{incumbent['method_id']} {incumbent['failure_rate']:.3f}")
+                      f"{incumbent['method_id']} {incumbent['failure_rate']:.3f}" + noise_note(best, incumbent))
+    needed = f" by {min_improvement} dev items (--min-improvement)" if min_improvement > 1 else ""
     return False, (f"best candidate {best['method_id']} ({best['failure_rate']:.3f}, gain {best['complexity_gain']:.2f}) "
-                   f"is not strictly better than {incumbent['method_id']} ({incumbent['failure_rate']:.3f}, "
+                   f"is not strictly better{needed} than {incumbent['method_id']} ({incumbent['failure_rate']:.3f}, "
                    f"gain {incumbent['complexity_gain']:.2f})")
 
 
@@ -48,7 +74,7 @@ async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
     incumbent = state.method_score or scores[state.method_id]
     candidate_scores = [s for method_id, s in scores.items() if method_id != state.method_id]
     best = best_candidate(candidate_scores)
-    adopt, decision = _decision(best, incumbent)
+    adopt, decision = _decision(best, incumbent, settings.min_improvement)
     kept = scores[best["method_id"]] if adopt else incumbent
     methods = {c["method_id"]: c["text"] for c in state.candidates}
     step = state.step + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 
 from langchain_core.runnables import RunnableConfig
@@ -27,6 +28,19 @@ async def _dev_case(case: Case, method: str, resources: RunResources) -> dict:
     return result
 
 
+def wilson_interval(failures: int, total: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval [low, high] of a failure rate (95% for z=1.96); [0, 1] with no items.
+
+    Unlike rate +- z*SE it stays inside [0, 1] and is not zero-width at 0 or 6 failures of 6.
+    """
+    if total <= 0:
+        return [0.0, 1.0]
+    rate, spread = failures / total, z * z / total
+    centre = (rate + spread / 2) / (1 + spread)
+    half = z * math.sqrt(rate * (1 - rate) / total + spread / (4 * total)) / (1 + spread)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
 def summarize(method_id: str, results: list[dict]) -> MethodScore:
     """A dev score from per-case results; complexity gain over the cases that evolved."""
     failures = Counter(r["reason"] for r in results if "reason" in r)
@@ -37,6 +51,7 @@ def summarize(method_id: str, results: list[dict]) -> MethodScore:
         failures_by_reason=dict(failures.most_common()),
         complexity_gain=round(sum(gains) / len(gains), 4) if gains else 0.0,
         dev_size=len(results),
+        failure_rate_interval=wilson_interval(sum(failures.values()), len(results)),
         lenient_parses=sum(1 for r in results if r.get("lenient")),
         examples=[{k: r.get(k) for k in ("case_id", "reason", "text")} for r in results],
     )

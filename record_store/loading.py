@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from record_store.near_duplicates import NearDuplicateIndex
 from record_store.store import failure_record
 from settings import RunSettings
 from user_errors import ConfigError
@@ -95,6 +96,8 @@ def read_seed_set(settings: RunSettings) -> SeedSet:
         if name is not None and name not in columns:
             raise ConfigError(f"{flag} '{name}' is not a column of {settings.data_path}; columns: {', '.join(columns)}")
     seeds, seen_ids, first_with_text = SeedSet(), set(), {}
+    # With dedup on, near-duplicates are refused among the seeds too, not only among evolutions.
+    near = NearDuplicateIndex(settings.dedup_threshold) if "dedup" in settings.diversity else None
     for index, row in enumerate(table):
         row_id = str(row["id"]) if "id" in columns and row["id"] is not None else str(index)
         if row_id in seen_ids:
@@ -105,11 +108,15 @@ def read_seed_set(settings: RunSettings) -> SeedSet:
         seed = None if reason else _seed_row(row, row_id, instruction, settings)
         if seed is not None and (first := first_with_text.setdefault(" ".join(seed["instruction"].split()), row_id)) != row_id:
             reason, detail = "duplicate_instruction", f"same text as row {first}"
+        elif seed is not None and near and (match := near.add_unless_duplicate(row_id, row_id, seed["instruction"])):
+            reason, detail = "near_duplicate", f"duplicates {match}"
         if reason:
             row = {"id": row_id, "root_id": row_id, "level": 0}
             seeds.refused.append(failure_record(row, "input", reason, detail, repr(instruction)[:500]))
             continue
         seeds.rows.append(seed)
+    if near:
+        near.close()
     return seeds
 
 

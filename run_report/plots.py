@@ -37,11 +37,19 @@ def png(fig: Figure, alt: str) -> Plot:
 
 
 def optimization_plot(points: Sequence[tuple[Any, Any, float]], kept: Sequence[tuple[Any, float]],
-                      steps: Sequence[int]) -> Plot:
-    """Scored candidates as (step, method id, rate), the kept method's line as (step, rate), ticks at steps."""
+                      steps: Sequence[int], intervals: Sequence[Sequence[float] | None] = ()) -> Plot:
+    """Scored candidates as (step, method id, rate), the kept method's line as (step, rate), ticks at steps.
+
+    `intervals` (issue 14): each point's Wilson 95% interval [low, high], drawn as an error bar when known.
+    """
     fig = Figure(figsize=(9, 3.6))
     ax = fig.add_subplot()
     ax.scatter([x for x, _, _ in points], [y for _, _, y in points], color="tab:blue", alpha=0.7, label="candidate")
+    bars = [(x, y, interval) for (x, _, y), interval in zip(points, intervals) if interval]
+    if bars:
+        ax.errorbar([x for x, _, _ in bars], [y for _, y, _ in bars], fmt="none", ecolor="tab:blue", alpha=0.4,
+                    capsize=3, yerr=[[y - i[0] for _, y, i in bars], [i[1] - y for _, y, i in bars]],
+                    label="95% interval (Wilson)")
     for x, name, y in points:
         ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 3), fontsize=8)
     ax.plot([x for x, _ in kept], [y for _, y in kept], color="tab:red", marker="s", label="kept method")

@@ -182,6 +182,20 @@ def e0_rate(run: dict) -> float | None:
     return rate
 
 
+def candidate_intervals(history: list[dict]) -> list[list[float] | None]:
+    """issue 14: the Wilson 95% interval of every scored candidate, in the plot's order (None before issue 14)."""
+    return [(c.get("score") or {}).get("failure_rate_interval")
+            for step in history for c in step.get("candidates") or [] if candidate_rate(c) is not None]
+
+
+def candidate_status(candidate: dict) -> Any:
+    """issue 14: the parse column, with the method gate's rejection and its reason when there is one."""
+    rejection = candidate.get("rejection")
+    if not rejection:
+        return candidate.get("parse")
+    return f"{candidate.get('parse')}, rejected: {rejection.get('reason')} ({rejection.get('detail')})"
+
+
 def optimization_plot(run: dict) -> Plot:
     history = run.get("history") or []
     points = [(step.get("step"), c.get("method_id"), candidate_rate(c))
@@ -189,13 +203,13 @@ def optimization_plot(run: dict) -> Plot:
     kept = [(0, e0_rate(run))] + [(s.get("step"), kept_rate(s)) for s in history]
     steps = sorted({0, *(s.get("step") for s in history if isinstance(s.get("step"), int))})
     return plots.optimization_plot([p for p in points if p[2] is not None], [k for k in kept if k[1] is not None],
-                                   steps)
+                                   steps, intervals=candidate_intervals(history))
 
 
 def candidate_row(candidate: dict, kept_id: Any) -> tuple[Any, bool, list]:
     score = candidate.get("score") or {}
     return (candidate.get("method_id"), candidate.get("method_id") == kept_id,
-            [candidate.get("parse"), *(score.get(key) for key in
+            [candidate_status(candidate), *(score.get(key) for key in
                                        ("failure_rate", "complexity_gain", "lenient_parses", "failures_by_reason"))])
 
 
@@ -213,7 +227,7 @@ def optimization(data: RunFiles) -> Optimization:
     history = data.run.get("history") or []
     if not history:
         return Optimization()
-    unscored = [[s.get("step"), c.get("method_id"), c.get("parse"), c.get("raw")]
+    unscored = [[s.get("step"), c.get("method_id"), candidate_status(c), c.get("raw")]
                 for s in history for c in s.get("candidates") or [] if candidate_rate(c) is None]
     return Optimization(plot=optimization_plot(data.run), unscored=unscored,
                         steps=[optimization_step(s) for s in history])

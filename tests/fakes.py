@@ -65,7 +65,8 @@ def default_responder(prompt: str, seed: int | None) -> str:
         return "\n".join(f"Case {c}: evolved fine." for c in cases) + "\nSummary: no systematic weakness."
     if task == "optimize":
         method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
-        return f"I tightened the rules.\n```Optimized Method\n{method}\nVariant {seed}.\n```"
+        return (f"I tightened the rules.\n```Optimized Method\n{method}\n"
+                f"Variant {seed}: keep every number and every name that the instruction gives.\n```")
     if task == "breadth":
         given = prompt.split("#Given Instruction#\n", 1)[1].split("\n\nWrite only", 1)[0]
         topic = "희귀한 전통 발효 음식의 역사를 설명하세요." if _has_hangul(given) else \

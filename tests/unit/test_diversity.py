@@ -64,19 +64,38 @@ NEAR_DUPLICATES = ["Explain how a rainbow forms, in simple terms for a child.",
                    "Write a haiku about autumn leaves.", "부산에서 가 볼 만한 바닷가 카페를 추천해 주세요."]
 
 
-def test_dedup_removes_near_duplicates_across_lineages_and_accounting_holds(tmp_path):
-    # One request at a time, so evolutions arrive in input order and the first of a pair stays.
+def test_dedup_removes_near_duplicate_seeds_at_load_and_accounting_holds(tmp_path):
     settings = make_settings(tmp_path, data_path=_data(tmp_path, NEAR_DUPLICATES), max_steps=0, loop=2,
-                             diversity=["dedup"], dedup_threshold=0.7, evol_llm=fake_llm_config("evol", concurrency=1))
+                             diversity=["dedup"], dedup_threshold=0.7)
     run_workflow(settings, ScriptedChatModel())
     out = tmp_path / "out"
     duplicates = [f for f in _read(out / "failures.jsonl") if f["reason"] == "near_duplicate"]
-    # d0's evolution came first and stays; d1's, nearly the same text, duplicates it.
-    assert {(f["root_id"], f["level"]) for f in duplicates} == {("d1", 1), ("d3", 1)}
-    assert {f["detail"] for f in duplicates} == {"duplicates d0.L1", "duplicates d2.L1"}
+    # d0 came first and stays a seed; d1, nearly the same text, is refused at load (level 0), in both languages.
+    assert {(f["root_id"], f["level"], f["stage"], f["detail"]) for f in duplicates} == {
+        ("d1", 0, "input", "duplicates d0"), ("d3", 0, "input", "duplicates d2")}
+    assert {s["id"] for s in _read(out / "seeds.jsonl")} == {"d0", "d2", "d4", "d5"}
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["counts"]["levels"]["0"]["failures"] == 2
+    assert run["counts"]["accounting_holds"]
+
+
+def test_dedup_removes_an_evolution_that_nearly_repeats_another_lineage(tmp_path):
+    def responder(prompt, seed):
+        if task_of(prompt) == "evolve":  # two different seeds evolve into nearly the same text
+            return "#Finally Rewritten Instruction#\nExplain, step by step, how a rainbow forms after summer rain."
+        return default_responder(prompt, seed)
+
+    data = _data(tmp_path, ["Write a haiku about autumn leaves.", "Name three rivers in Africa and their lengths."])
+    # One request at a time, so evolutions arrive in input order and the first of the pair stays.
+    settings = make_settings(tmp_path, data_path=data, max_steps=0, loop=1, diversity=["dedup"], dedup_threshold=0.7,
+                             evol_llm=fake_llm_config("evol", concurrency=1))
+    run_workflow(settings, ScriptedChatModel(responder=responder))
+    out = tmp_path / "out"
+    duplicates = [f for f in _read(out / "failures.jsonl") if f["reason"] == "near_duplicate"]
+    assert [(f["root_id"], f["level"], f["detail"]) for f in duplicates] == [("d1", 1, "duplicates d0.L1")]
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert run["counts"]["accounting_holds"]
-    assert run["quality"]["1"]["failure_rates"]["near_duplicate"] == round(2 / 6, 4)
+    assert run["quality"]["1"]["failure_rates"]["near_duplicate"] == round(1 / 2, 4)
 
 
 def test_no_dedup_keeps_them(tmp_path):

@@ -307,3 +307,68 @@ def test_lenient_method_whole_answer():
 def test_lenient_method_too_short_gives_none():
     assert parse_optimized_method("Step 1: Make it harder.", "lenient") == ParsedText(None)
     assert parse_optimized_method("Optimized Method:\nMake it harder.", "lenient") == ParsedText(None)
+
+
+# --- issue 14: marker variants, trailing commentary, fence spellings ----------------------
+
+
+@pytest.mark.parametrize("marker", ["#Final Refined Instruction#", "**Final Refined Instruction**:",
+                                    "### Final Evolved Instruction", "Finally Rewritten Instruction:"])
+@pytest.mark.parametrize("instruction", ["Summarize the article in three bullet points.",
+                                         "기사를 세 개의 글머리표로 요약하고 각 항목에 근거를 다세요."])
+def test_every_design_marker_variant_is_accepted(marker, instruction):
+    answer = f"#Plan#\nDo things.\n#Rewritten Instruction#\nDraft.\n{marker}\n{instruction}"
+    assert parse_evolved_instruction(answer).text == instruction
+
+
+@pytest.mark.parametrize("remark", [
+    "Note: I added a constraint on the number of bullet points.",
+    "**Explanation:** I've made the task require evidence.",
+    "(I added a length limit to make it harder.)",
+    "This rewritten instruction adds a requirement for sources.",
+    "참고: 근거를 요구하는 조건을 추가했습니다.",
+    "설명: 이 지시문은 근거 제시를 요구하도록 바뀌었습니다.",
+    "이 지시문은 원래보다 더 구체적입니다.",
+])
+@pytest.mark.parametrize("instruction", ["Summarize the article in three bullet points.",
+                                         "기사를 세 개의 글머리표로 요약하세요."])
+def test_trailing_commentary_about_the_rewrite_is_cut(remark, instruction):
+    for gap in ("\n\n", "\n"):
+        answer = f"#Finally Rewritten Instruction#\n{instruction}{gap}{remark}\nMore remarks follow."
+        assert parse_evolved_instruction(answer).text == instruction
+
+
+@pytest.mark.parametrize("instruction", [
+    "Write a haiku about rain.\nNote: the haiku must not mention the sky.",
+    "비에 관한 하이쿠를 쓰세요.\n참고: 하늘은 언급하지 마세요.",
+    "Translate the text below.\n\nI added sugar to the tea and then left.",
+])
+def test_a_note_that_belongs_to_the_instruction_is_kept(instruction):
+    assert parse_evolved_instruction(f"#Finally Rewritten Instruction#\n{instruction}").text == instruction
+
+
+def test_commentary_on_the_marker_line_instruction_is_cut_after_it():
+    answer = "#Finally Rewritten Instruction#: Summarize the report.\n\nNote: I made it shorter."
+    assert parse_evolved_instruction(answer).text == "Summarize the report."
+
+
+def test_lenient_fallback_skips_a_trailing_remark_paragraph():
+    answer = "Explain how vaccines train the immune system, with one example.\n\nNote: I added an example requirement."
+    assert parse_evolved_instruction(answer, "lenient").text == (
+        "Explain how vaccines train the immune system, with one example.")
+
+
+KOREAN_METHOD = "1단계: 지시문을 더 어렵게 만드는 방법을 나열합니다.\n2단계: 두 가지를 고릅니다.\n#Finally Rewritten Instruction# 아래에 최종 지시문만 씁니다."
+
+
+@pytest.mark.parametrize("opening", ["```\nOptimized Method:", "```\n**Optimized Method**", "```text\nOptimized Method",
+                                     "```\n### Optimized Method", "```\n최적화된 방법:"])
+@pytest.mark.parametrize("method", [METHOD, KOREAN_METHOD])
+def test_fence_on_its_own_line_with_the_label_below(opening, method):
+    answer = f"I changed two steps.\n\n{opening}\n{method}\n```\nThat is all."
+    assert parse_optimized_method(answer) == ParsedText(method)
+
+
+def test_a_plain_code_block_without_the_label_is_no_method():
+    answer = f"Here is an example:\n```\n{METHOD}\n```"
+    assert parse_optimized_method(answer).text is None

@@ -17,7 +17,7 @@ def _read_jsonl(path):
 
 
 def _score(rate, gain, method_id="x"):
-    return {"method_id": method_id, "failure_rate": rate, "complexity_gain": gain}
+    return {"method_id": method_id, "failure_rate": rate, "complexity_gain": gain, "dev_size": 10}
 
 
 def test_strictly_better_needs_a_lower_rate_or_an_equal_rate_and_more_gain():
