@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
@@ -40,7 +41,10 @@ class RunResources:
     store: RecordStore
     rules: FailureRules
     near_duplicates: NearDuplicateIndex | None = None
-    """The dedup step's index, built on first use from everything already in the store."""
+    """The dedup step's index, built on first use from everything already in the store; a Ray worker's
+    is a proxy of the run's one shared index (`add_unless_duplicate` is then awaited)."""
+    workers: Any = None
+    """The Ray workers that stream generation levels (ray_backend.workers.RayWorkers), or None to stream here."""
 
     def save_usage(self) -> None:
         """Write the run's token usage and cost so far; the next invocation starts from it."""

@@ -20,7 +20,7 @@ from settings import RunSettings, scalar_type, setting_inputs, settings_from_inp
 
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
                 "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json", "publish.json")
-RESULT_FOLDERS = ("dataset", ".dataset.building")
+RESULT_FOLDERS = ("dataset", ".dataset.building", "shards")
 
 
 def positive(value: str) -> int:
@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Stop cleanly (resumable) once the run has used this many tokens in all")
     out.add_argument("--report-only", metavar="DIR", default=None,
                      help="Rebuild DIR/report.html from an existing run and exit")
+    scale = parser.add_argument_group("scaling out (the output is the same for any N, so N may change on resume)")
+    scale.add_argument("--workers", type=positive, default=1,
+                       help="Ray workers that stream generation, lineages sharded by root id; 1 streams in this process")
+    scale.add_argument("--ray-address", metavar="ADDR", default=None,
+                       help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local one with "
+                            "--workers CPUs for this run")
     pub = parser.add_argument_group("dataset folder and publishing")
     pub.add_argument("--license", default=None,
                      help="Licence id for the dataset card, e.g. apache-2.0 or cc-by-4.0 (default: stated as unknown)")
@@ -136,8 +142,12 @@ def print_summary(values: dict, settings: RunSettings) -> None:
 
 
 async def execute(settings: RunSettings, embedded_url: str | None = None, cache: str | None = None,
-                  models: dict | None = None, quiet: bool = False, max_budget_tokens: int | None = None) -> dict:
-    """Run (or resume) the workflow; `models` swaps in chat models by role, for tests."""
+                  models: dict | None = None, quiet: bool = False, max_budget_tokens: int | None = None,
+                  workers: int = 1, ray_address: str | None = None) -> dict:
+    """Run (or resume) the workflow; `models` swaps in chat models by role, for tests.
+
+    With `workers` ≥ 2, generation levels stream on Ray (ray_backend.workers); the rest stays here.
+    """
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from graph.workflow import build_graph
@@ -146,6 +156,11 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
 
     resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache, models=models,
                                    max_budget_tokens=max_budget_tokens)
+    if workers > 1:
+        from ray_backend.workers import RayWorkers
+
+        resources.workers = RayWorkers(settings, workers, ray_address, embedded_url, cache)
+        resources.workers.connect()
     display = ProgressDisplay(settings.max_steps, enabled=not quiet)
     async with AsyncSqliteSaver.from_conn_string(str(Path(settings.save_path) / "checkpoints.sqlite")) as saver:
         graph = build_graph(checkpointer=saver)
@@ -164,6 +179,8 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
             return (await graph.aget_state(config)).values
         finally:
             display.close()
+            if resources.workers is not None:
+                await resources.workers.close(resources)
             resources.save_usage()
             usage = resources.llms.usage_this_invocation().values()
             # Printed even with --quiet: it is the one figure that tells what a resume cost.
@@ -222,6 +239,17 @@ def publish_only(args: argparse.Namespace) -> None:
     publish(run_dir, args, token, rebuild=True)
 
 
+def check_workers(args: argparse.Namespace) -> None:
+    """--workers and --ray-address make sense together, and Ray is there to run them."""
+    if args.ray_address and args.workers < 2:
+        raise ConfigError("--ray-address runs generation on Ray workers: add --workers N (N of 2 or more)")
+    if args.workers > 1:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError("--workers needs Ray: pip install -r requirements.txt (it pins ray)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from failure_checks.preflight import check_run
@@ -229,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     from llm_access.embedded_server import EmbeddedServerError, embedded_server
     from publishing.dataset_folder import save_options
     from publishing.hub import PublishError
+    from ray_backend import WorkerLost
 
     try:
         if args.report_only:
@@ -238,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             publish_only(args)
             return 0
         token = push_token(args)
+        check_workers(args)
         settings, note = settings_from_inputs(vars(args))
         print(note, file=sys.stderr)
         # Every file, module and setting is checked before a server starts or an LLM is called.
@@ -250,11 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
         with embedded_server() if needs_server else contextlib.nullcontext() as server:
             values = asyncio.run(execute(settings, server.base_url if server else None, args.cache,
-                                         quiet=args.quiet, max_budget_tokens=args.max_budget_tokens))
+                                         quiet=args.quiet, max_budget_tokens=args.max_budget_tokens,
+                                         workers=args.workers, ray_address=args.ray_address))
         print_summary(values, settings)
         publish(Path(settings.save_path), args, token, rebuild=False)
         return 0
-    except (ConfigError, EmbeddedServerError, FatalLLMError) as exc:
+    except (ConfigError, EmbeddedServerError, FatalLLMError, WorkerLost) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PublishError as exc:

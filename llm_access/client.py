@@ -344,13 +344,23 @@ class LLMPool:
     """Usage of earlier invocations of this run (a resumed run adds to it)."""
     prior_cost: dict[str, float] = field(default_factory=dict)
     """USD per role spent by earlier invocations."""
+    worker_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per Ray worker of this invocation, its latest `worker_report()`: its usage, cost and endpoints."""
 
     def clients(self) -> list[ChatLLM]:
         return [self.evol] if self.evol is self.optim else [self.evol, self.optim]
 
-    def usage_this_invocation(self) -> dict[str, dict[str, int]]:
-        """Counters of this process only, per role."""
+    def own_usage(self) -> dict[str, dict[str, int]]:
+        """Counters of this process's clients only, per role."""
         return _merge([{role: vars(u) for role, u in client.usage.items()} for client in self.clients()])
+
+    def usage_this_invocation(self) -> dict[str, dict[str, int]]:
+        """Counters of this invocation, per role: this process and its Ray workers."""
+        return _merge([self.own_usage(), *(report["usage"] for report in self.worker_reports.values())])
+
+    def worker_report(self) -> dict[str, Any]:
+        """What a Ray worker hands the driver: its usage, cost per role and endpoint figures."""
+        return {"usage": self.own_usage(), "cost": self.own_cost(), "endpoints": self.endpoint_stats()}
 
     def usage_by_role(self) -> dict[str, dict[str, int]]:
         """Counters of the whole run, earlier invocations included."""
@@ -359,19 +369,27 @@ class LLMPool:
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """Per endpoint of each client (this invocation only): requests, errors, tokens, latency, limit history."""
         roles = {id(self.evol): "evol", id(self.optim): "optim"}
-        return [{"llm": roles[id(client)], **endpoint}
-                for client in self.clients() for endpoint in client.pool.summary()]
+        own = [{"llm": roles[id(client)], **endpoint} for client in self.clients() for endpoint in client.pool.summary()]
+        # A worker's endpoints carry its name: each worker holds its own share of every endpoint's cap.
+        return own + [{**endpoint, "worker": name} for name, report in sorted(self.worker_reports.items())
+                      for endpoint in report["endpoints"]]
 
-    def cost(self) -> dict[str, Any] | None:
-        """USD per role and in total for this invocation plus earlier ones, when the configs have prices."""
+    def own_cost(self) -> dict[str, float]:
+        """USD per role spent by this process's clients, for the roles whose config has prices."""
         by_role: dict[str, float] = defaultdict(float)
         for client in self.clients():
             for role, usage in client.usage.items():
                 amount = client.config.cost(usage.input_tokens, usage.output_tokens)
                 if amount is not None:
                     by_role[role] += amount
-        for role, amount in self.prior_cost.items():
-            by_role[role] += amount
+        return dict(by_role)
+
+    def cost(self) -> dict[str, Any] | None:
+        """USD per role and in total for this invocation (its workers too) plus earlier ones, when the configs have prices."""
+        by_role: dict[str, float] = defaultdict(float)
+        for table in [self.own_cost(), self.prior_cost, *(report["cost"] for report in self.worker_reports.values())]:
+            for role, amount in table.items():
+                by_role[role] += amount
         if not by_role:
             return None
         return {"total_usd": round(sum(by_role.values()), 6), "by_role": {r: round(v, 6) for r, v in sorted(by_role.items())}}

@@ -60,7 +60,10 @@ def eliminate_item(item: LevelItem, reason: str, detail: str = "") -> None:
 async def dedup_item(item: LevelItem, context: StepContext) -> list[LevelItem]:
     """Eliminate a near-duplicate of anything in the pool (seeds, every level); otherwise join the pool."""
     index = near_duplicate_index(context.resources)
-    if match := index.add_unless_duplicate(item["id"], item["root_id"], item["instruction"]):
+    match = index.add_unless_duplicate(item["id"], item["root_id"], item["instruction"])
+    if inspect.isawaitable(match):  # the index shared by Ray workers answers from another process
+        match = await match
+    if match:
         eliminate_item(item, "near_duplicate", f"duplicates {match}")
     return [item]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 
 from langchain_core.runnables import RunnableConfig
 
@@ -35,10 +35,20 @@ def items_in_flight(resources: RunResources) -> int:
     return 4 * resources.llms.evol.config.total_concurrency() + 32
 
 
-async def stream_all(items: Iterable, worker: Callable[[object], Awaitable[None]], window: int) -> None:
+async def _each(items: Iterable | AsyncIterable) -> AsyncIterator:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def stream_all(items: Iterable | AsyncIterable, worker: Callable[[object], Awaitable[None]], window: int) -> None:
     """Run `worker` on every item, at most `window` at once, starting the next as soon as one ends.
 
-    The first error cancels the rest and is raised as it is (a budget stop, a bad key, a failing step).
+    `items` may be async (a Ray worker's parents arrive from the driver). The first error cancels
+    the rest and is raised as it is (a budget stop, a bad key, a failing step).
     """
     slots, running, errors = asyncio.Semaphore(window), set(), []
 
@@ -49,7 +59,7 @@ async def stream_all(items: Iterable, worker: Callable[[object], Awaitable[None]
             errors.append(task.exception())
 
     try:
-        for item in items:
+        async for item in _each(items):
             await slots.acquire()
             if errors:
                 break
@@ -171,8 +181,11 @@ async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
     parents_span = state.level_spans[str(level - 1)]
     parents = state.level_counts[str(level - 1)]["records"]  # every record of a level is a parent of the next
     stream = LevelStream(resources, state, total=parents)
-    await stream_all(stream.pending_parents(parents_span), stream.run_parent, items_in_flight(resources))
-    stream.report_progress(final=True)
+    if resources.workers is not None:  # --workers N: the shards stream on Ray and are merged into the store
+        await resources.workers.stream_level(stream, parents_span)
+    else:
+        await stream_all(stream.pending_parents(parents_span), stream.run_parent, items_in_flight(resources))
+        stream.report_progress(final=True)
     store.sync()
     counts = {"parents": parents, **store.level_tally(level)}
     return {"level_spans": {**state.level_spans, str(level): [state.level_spans[str(level)][0], store.size(store.records_path)]},

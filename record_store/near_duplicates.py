@@ -62,7 +62,10 @@ class NearDuplicateIndex:
 
     def add_unless_duplicate(self, item_id: str, root_id: str, text: str) -> str | None:
         """`find`, then `add` when nothing matched; returns the match. Hashes the text once."""
-        values = signature(text)
+        return self.add_signature_unless_duplicate(item_id, root_id, signature(text))
+
+    def add_signature_unless_duplicate(self, item_id: str, root_id: str, values: np.ndarray) -> str | None:
+        """`add_unless_duplicate` for a text hashed elsewhere (a Ray worker hashes, the shared index compares)."""
         match = self._find(values, root_id)
         if match is None:
             self._add(item_id, root_id, values)

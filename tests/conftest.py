@@ -52,3 +52,14 @@ def run_workflow(settings: RunSettings, model, optim_model=None, **options) -> d
 
     prepare_directory(settings, overwrite=False)
     return asyncio.run(execute(settings, models={"evol": model, "optim": optim_model or model}, quiet=True, **options))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole test session (a start costs seconds): 2 CPUs, no dashboard, stopped at the end."""
+    ray = pytest.importorskip("ray")
+    from ray_backend.workers import runtime_env
+
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env=runtime_env(), log_to_driver=False)
+    yield ray
+    ray.shutdown()
