@@ -81,13 +81,16 @@ class Endpoint:
     """One server of the pool and its health."""
 
     url: str
-    model: BaseChatModel
+    models: list[BaseChatModel]
+    """Clients of this endpoint, used in turn (each has its own connection pool)."""
     cap: int
     """The configured concurrency; the limit never rises above it."""
     weight: float = 1.0
     limit: float = 0.0
     """Current concurrency limit (AIMD); requests in flight may exceed it just after a cut."""
     in_flight: int = 0
+    turn: int = 0
+    """Index of the client that took the latest request."""
     epoch: int = 0
     """Number of cuts so far; a 429 on a request sent before the latest cut does not cut again."""
     successes_in_row: int = 0
@@ -104,6 +107,11 @@ class Endpoint:
     def __post_init__(self) -> None:
         self.limit = float(self.cap)
         self.stats.add_limit(self.cap)
+
+    def next_model(self) -> BaseChatModel:
+        """The next client in turn."""
+        self.turn = (self.turn + 1) % len(self.models)
+        return self.models[self.turn]
 
     def room(self, now: float) -> int:
         """How many more requests it takes now."""
