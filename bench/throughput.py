@@ -75,12 +75,37 @@ def run_client(repo: Path, work: Path, base_url: str, concurrency: int, rows: in
             "accounting_holds": run["counts"]["accounting_holds"]}
 
 
-def measure(repo: Path, concurrency: int, rows: int, loop: int, median: float, sigma: float,
+def run_distilabel(work: Path, base_url: str, concurrency: int, rows: int) -> dict:
+    """distilabel's EvolInstruct (evolve once, answer) in its own venv, our e0 prompt as its mutation."""
+    from llm_tasks.templates import fill, initial_method
+    from saturation import _distilabel_python
+
+    instructions = [json.loads(line)["instruction"]
+                    for line in synthetic_data(work / f"data-{rows}.jsonl", rows).read_text().splitlines()]
+    job = json.dumps({"base_url": base_url, "instructions": instructions, "concurrency": concurrency,
+                      "max_tokens": 256, "top_p": 0.95, "model": "simulated",
+                      "evolve_template": fill("evolve", method=initial_method(), instruction="<PROMPT>")})
+    started = time.perf_counter()
+    process = subprocess.Popen([str(_distilabel_python()), str(BENCH / "distilabel_peer.py")], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OPENAI_API_KEY": "x"})
+    out, err = process.communicate(job, timeout=7200)
+    if process.returncode != 0:
+        raise SystemExit(f"distilabel failed: {err[-2000:]}")
+    figures = json.loads(out.strip().splitlines()[-1])
+    return {"wall_s": round(time.perf_counter() - started, 1), "cpu_s": None, "peak_rss_mb": None,
+            "records": figures["rows"], "accounting_holds": None}
+
+
+def measure(repo: Path | None, concurrency: int, rows: int, loop: int, median: float, sigma: float,
             capacity: int | None, retry_after: str) -> dict:
+    """One case against a fresh endpoint; `repo` None runs distilabel instead of a checkout of ours."""
     endpoint = SimulatedEndpoint(median, sigma, capacity, retry_after)
     try:
         with tempfile.TemporaryDirectory(prefix="autoevol-throughput-") as work:
-            client = run_client(repo, Path(work), endpoint.base_url, concurrency, rows, loop)
+            if repo is None:
+                client = run_distilabel(Path(work), endpoint.base_url, concurrency, rows)
+            else:
+                client = run_client(repo, Path(work), endpoint.base_url, concurrency, rows, loop)
         server = endpoint.stats()
     finally:
         endpoint.close()
@@ -90,7 +115,8 @@ def measure(repo: Path, concurrency: int, rows: int, loop: int, median: float, s
             "capacity": capacity, **client, **server,
             "utilization": round(server["mean_in_flight"] / slots, 3),
             "wall_over_ideal": round(server["span_s"] / ideal, 2) if ideal else None,
-            "cpu_ms_per_request": round(1000 * client["cpu_s"] / max(1, server["served"]), 3)}
+            "rows_per_s": round(rows / server["span_s"], 2) if server["span_s"] else None,
+            "cpu_ms_per_request": round(1000 * client["cpu_s"] / max(1, server["served"]), 3) if client["cpu_s"] else None}
 
 
 def main() -> int:
@@ -104,6 +130,8 @@ def main() -> int:
     parser.add_argument("--capacity", type=int, default=None, help="the server answers 429 above this many in flight")
     parser.add_argument("--retry-after", default="1", help="Retry-After of the server's 429s, in seconds")
     parser.add_argument("--before", default=None, help="also run an older checkout of this repo on every case")
+    parser.add_argument("--peer", choices=("none", "distilabel"), default="none",
+                        help="also run distilabel's EvolInstruct (evolve once, answer) on every case; compare with --loop 1")
     parser.add_argument("--json", default=None, help="append the figures to this JSON-lines file")
     args = parser.parse_args()
 
@@ -112,7 +140,9 @@ def main() -> int:
         median = args.median
         if args.calls_per_second:  # mean latency of a lognormal is median * exp(sigma^2 / 2)
             median = concurrency / args.calls_per_second / math.exp(args.sigma ** 2 / 2)
-        for label, repo in [("ours", REPO)] + ([("before", Path(args.before).resolve())] if args.before else []):
+        sides = [("ours", REPO)] + ([("before", Path(args.before).resolve())] if args.before else []) + \
+            ([("distilabel", None)] if args.peer == "distilabel" else [])
+        for label, repo in sides:
             figures = {"side": label, **measure(repo, concurrency, rows, args.loop, median, args.sigma, args.capacity,
                                                 args.retry_after)}
             print(format_row(figures), flush=True)
@@ -124,10 +154,11 @@ def main() -> int:
 
 def format_row(f: dict) -> str:
     capacity = f" capacity {f['capacity']}" if f["capacity"] else ""
-    return (f"{f['side']:>6} c={f['concurrency']:<4} rows={f['rows']:<6} loop={f['loop']} median={f['median_s']}s{capacity}: "
+    cpu = f"CPU {f['cpu_ms_per_request']:.2f} ms/request, peak RSS {f['peak_rss_mb']:.0f} MB, " if f["cpu_s"] else ""
+    return (f"{f['side']:>10} c={f['concurrency']:<4} rows={f['rows']:<6} loop={f['loop']} median={f['median_s']}s{capacity}: "
             f"utilization {f['utilization']:.3f}, wall/ideal {f['wall_over_ideal']}, span {f['span_s']:.0f}s, "
-            f"served {f['served']}, 429s {f['throttled']}, CPU {f['cpu_ms_per_request']:.2f} ms/request, "
-            f"peak RSS {f['peak_rss_mb']:.0f} MB, records {f['records']}, accounting {f['accounting_holds']}")
+            f"rows/s {f['rows_per_s']}, served {f['served']}, 429s {f['throttled']}, {cpu}"
+            f"records {f['records']}, accounting {f['accounting_holds']}")
 
 
 if __name__ == "__main__":
