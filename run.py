@@ -141,6 +141,19 @@ def print_summary(values: dict, settings: RunSettings) -> None:
           "run.json, dataset/)")
 
 
+async def checkpoint_writes_landed(saver, timeout: float = 30.0) -> None:
+    """Wait for the checkpoint writes a failed superstep leaves running (its branches' results and errors).
+
+    LangGraph does not await them before `astream` raises; closing the connection under one leaves
+    its transaction open, which locks the next invocation in this process out of the file.
+    """
+    prefix = f"{type(saver).__name__}."
+    writes = [task for task in asyncio.all_tasks()
+              if getattr(task.get_coro(), "__qualname__", "").startswith(prefix)]
+    if writes:
+        await asyncio.wait(writes, timeout=timeout)
+
+
 async def execute(settings: RunSettings, embedded_url: str | None = None, cache: str | None = None,
                   models: dict | None = None, quiet: bool = False, max_budget_tokens: int | None = None,
                   workers: int = 1, ray_address: str | None = None) -> dict:
@@ -178,6 +191,7 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
                 display.handle(chunk)
             return (await graph.aget_state(config)).values
         finally:
+            await checkpoint_writes_landed(saver)
             display.close()
             if resources.workers is not None:
                 await resources.workers.close(resources)

@@ -198,7 +198,7 @@ class WorkflowState:
 
 
 class ValidationTask(TypedDict):
-    """What one validator branch scores."""
+    """What the incumbent's validator branch scores (a candidate's is scored inside its branch)."""
 
     method_id: str
     method: str
@@ -206,21 +206,45 @@ class ValidationTask(TypedDict):
     """The fixed dev set, the same for every method."""
 
 
-class AnalysisTask(TypedDict):
-    """What one analyzer branch reads."""
-
-    sample_index: int
-    method: str
-    trajectories: list[Trajectory]
-
-
-class OptimizationTask(TypedDict):
-    """What one optimizer branch reads."""
+class CandidateTask(TypedDict):
+    """What one candidate branch starts from (one `Send` per sample index)."""
 
     sample_index: int
     step: int
+    """The step being run, 1 for the first; with the sample index it names the candidate."""
     method: str
-    feedback: str
+    """The incumbent, which the candidate rewrites."""
+    trajectories: list[Trajectory]
+    dev: list[Case]
+    """The fixed dev set the candidate is scored on."""
+
+
+class CandidateResult(TypedDict):
+    """What a candidate branch hands back: appended to the step's lists in the workflow state."""
+
+    feedback: Annotated[list[Feedback], collect]
+    candidates: Annotated[list[Candidate], collect]
+    scores: Annotated[list[MethodScore], collect]
+    phase_times: Annotated[dict[str, list[float]], merge_phase_times]
+
+
+@dataclass(kw_only=True)
+class CandidateState:
+    """One candidate's way through a step: analyze -> optimize -> (method gate) -> validate."""
+
+    sample_index: int = 0
+    step: int = 0
+    method: str = ""
+    """The incumbent."""
+    trajectories: list[Trajectory] = field(default_factory=list)
+    dev: list[Case] = field(default_factory=list)
+    feedback: Annotated[list[Feedback], collect] = field(default_factory=list)
+    """This branch's analysis (one entry)."""
+    candidates: Annotated[list[Candidate], collect] = field(default_factory=list)
+    """This branch's candidate (one entry, once the optimizer has answered)."""
+    scores: Annotated[list[MethodScore], collect] = field(default_factory=list)
+    """The candidate's dev score, when it was usable."""
+    phase_times: Annotated[dict[str, list[float]], merge_phase_times] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

@@ -1,11 +1,15 @@
 """The Auto Evol-Instruct workflow as one graph.
 
-    load_data -> evolver -> analyzer x m (Send) -> feedback_ready
-              -> optimizer x m (Send) -> candidates_ready
-              -> validator x (candidates + unscored incumbent) (Send) -> selector
+    load_data -> evolver -> candidate x m (Send; subgraph: analyzer -> optimizer -> gate -> validator)
+                         -> validator (Send, the incumbent, only while it has no score)
+              -> selector (waits for every branch)
     selector --go on--> evolver
              --stop----> generation (once per level) --more levels--> generation
                                                       --done--------> finalize
+
+All candidate branches and the incumbent's validation run in one superstep, each at its own
+pace: the only waits are a trajectory's sequential rounds (inside the evolver) and the
+selector's, which needs every score.
 """
 
 from __future__ import annotations
@@ -14,23 +18,19 @@ from typing import Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import RetryPolicy, Send
+from langgraph.types import Send
 
+from graph import NODE_RETRY
+from graph.candidate import build_candidate_graph
 from graph.generation import build_generation_graph
-from nodes.analyzer import analyzer
 from nodes.evolver import evolver
 from nodes.finalizer import finalize
 from nodes.loader import load_data
-from nodes.optimizer import optimizer
 from nodes.selector import selector
 from nodes.validator import validator
 from settings import RunSettings
 from resources import resources_from
-from state import AnalysisTask, OptimizationTask, RunInput, ValidationTask, WorkflowState
-
-# The nodes already retry what is transient per LLM call; a node-level retry only
-# repeats whole nodes on unexpected I/O trouble, never on user or logic errors.
-NODE_RETRY = RetryPolicy(max_attempts=2, retry_on=(OSError,))
+from state import CandidateTask, RunInput, ValidationTask, WorkflowState
 
 
 def settings_of(config: RunnableConfig) -> RunSettings:
@@ -43,29 +43,19 @@ def after_load(state: WorkflowState, config: RunnableConfig) -> Literal["evolver
     return "generation" if settings.method_file or settings.max_steps == 0 else "evolver"
 
 
-def fan_out_analysis(state: WorkflowState, config: RunnableConfig) -> list[Send]:
-    """m independent analyses of the same trajectories."""
-    m = settings_of(config).candidate_size
-    return [Send("analyzer", AnalysisTask(sample_index=i, method=state.method, trajectories=state.trajectories))
-            for i in range(m)]
+def fan_out_candidates(state: WorkflowState, config: RunnableConfig) -> list[Send]:
+    """m candidate branches from the same trajectories, and the incumbent's validation beside them.
 
-
-def fan_out_optimization(state: WorkflowState) -> list[Send] | Literal["candidates_ready"]:
-    """One optimizer per usable feedback sample."""
-    sends = [Send("optimizer", OptimizationTask(sample_index=f["sample_index"], step=state.step + 1,
-                                                method=state.method, feedback=f["text"]))
-             for f in sorted(state.feedback, key=lambda f: f["sample_index"]) if f["text"]]
-    return sends or "candidates_ready"
-
-
-def fan_out_validation(state: WorkflowState) -> list[Send] | Literal["selector"]:
-    """Score every usable candidate (never a rejected one), and the incumbent once per method."""
-    tasks = [ValidationTask(method_id=c["method_id"], method=c["text"], dev=state.dev)
-             for c in sorted(state.candidates, key=lambda c: c["method_id"])
-             if c["text"] and c.get("status", "usable") == "usable"]
+    The selector stores the kept method's score, so the incumbent is scored once per method:
+    in practice in the first step, where e0 has none yet.
+    """
+    step, m = state.step + 1, settings_of(config).candidate_size
+    sends = [Send("candidate", CandidateTask(sample_index=i, step=step, method=state.method,
+                                             trajectories=state.trajectories, dev=state.dev))
+             for i in range(m)]
     if state.method_score is None:
-        tasks.append(ValidationTask(method_id=state.method_id, method=state.method, dev=state.dev))
-    return [Send("validator", task) for task in tasks] or "selector"
+        sends.append(Send("validator", ValidationTask(method_id=state.method_id, method=state.method, dev=state.dev)))
+    return sends
 
 
 def after_selection(state: WorkflowState) -> Literal["evolver", "generation"]:
@@ -78,24 +68,11 @@ def after_level(state: WorkflowState, config: RunnableConfig) -> Literal["genera
     return "generation" if state.level < settings_of(config).loop else "finalize"
 
 
-async def feedback_ready(state: WorkflowState) -> dict:
-    """Join: waits for every analyzer branch, so the fan-out below sees all feedback."""
-    return {}
-
-
-async def candidates_ready(state: WorkflowState) -> dict:
-    """Join: waits for every optimizer branch, so the incumbent is validated once."""
-    return {}
-
-
 def build_graph(checkpointer=None):
     builder = StateGraph(WorkflowState, input_schema=RunInput)
     builder.add_node("load_data", load_data)
     builder.add_node("evolver", evolver, retry_policy=NODE_RETRY)
-    builder.add_node("analyzer", analyzer, retry_policy=NODE_RETRY)
-    builder.add_node("optimizer", optimizer, retry_policy=NODE_RETRY)
-    builder.add_node("feedback_ready", feedback_ready)
-    builder.add_node("candidates_ready", candidates_ready)
+    builder.add_node("candidate", build_candidate_graph())
     builder.add_node("validator", validator, retry_policy=NODE_RETRY)
     builder.add_node("selector", selector)
     builder.add_node("generation", build_generation_graph())
@@ -103,11 +80,8 @@ def build_graph(checkpointer=None):
 
     builder.add_edge(START, "load_data")
     builder.add_conditional_edges("load_data", after_load)
-    builder.add_conditional_edges("evolver", fan_out_analysis, ["analyzer"])
-    builder.add_edge("analyzer", "feedback_ready")
-    builder.add_conditional_edges("feedback_ready", fan_out_optimization, ["optimizer", "candidates_ready"])
-    builder.add_edge("optimizer", "candidates_ready")
-    builder.add_conditional_edges("candidates_ready", fan_out_validation, ["validator", "selector"])
+    builder.add_conditional_edges("evolver", fan_out_candidates, ["candidate", "validator"])
+    builder.add_edge("candidate", "selector")
     builder.add_edge("validator", "selector")
     builder.add_conditional_edges("selector", after_selection)
     builder.add_conditional_edges("generation", after_level)

@@ -1,4 +1,4 @@
-"""Optimizer: rewrites the method from one feedback sample into a candidate."""
+"""Optimizer: rewrites the method from one branch's feedback into a candidate."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from failure_checks.markers import ParsedText
 from failure_checks.rules import FailureRules
 from llm_access.client import LLMCallFailed
 from resources import resources_from, timed
-from state import Candidate, OptimizationTask
+from state import Candidate, CandidateState
 from llm_tasks.optimization import optimize
 
 
@@ -30,15 +30,16 @@ def gated_candidate(method_id: str, sample_index: int, parsed: ParsedText, raw: 
 
 
 @timed("optimization")
-async def optimizer(task: OptimizationTask, config: RunnableConfig) -> dict:
-    """Reads the method and one feedback; writes one candidate, unusable or rejected ones recorded with why."""
+async def optimizer(state: CandidateState, config: RunnableConfig) -> dict:
+    """Reads the incumbent and the branch's feedback; writes one candidate, unusable or rejected ones with why."""
     resources = resources_from(config)
-    method_id = candidate_id(task["step"], task["sample_index"])
+    method_id = candidate_id(state.step, state.sample_index)
     try:
-        parsed, raw = await optimize(resources.llms.optim, task["method"], task["feedback"], task["sample_index"])
+        parsed, raw = await optimize(resources.llms.optim, state.method, state.feedback[-1]["text"],
+                                     state.sample_index)
     except LLMCallFailed as exc:
         parse = "unparseable" if exc.reason == "unparseable" else "llm_error"
-        return {"candidates": [Candidate(method_id=method_id, sample_index=task["sample_index"], text=None,
+        return {"candidates": [Candidate(method_id=method_id, sample_index=state.sample_index, text=None,
                                          parse=parse, raw=exc.detail or str(exc), status="unusable", rejection=None)]}
-    return {"candidates": [gated_candidate(method_id, task["sample_index"], parsed, raw, task["method"],
+    return {"candidates": [gated_candidate(method_id, state.sample_index, parsed, raw, state.method,
                                            resources.rules)]}

@@ -9,7 +9,7 @@ from collections import Counter
 from langchain_core.runnables import RunnableConfig
 
 from resources import RunResources, emit, resources_from, timed
-from state import Case, MethodScore, ValidationTask
+from state import CandidateState, Case, MethodScore, ValidationTask
 from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
 
@@ -57,18 +57,31 @@ def summarize(method_id: str, results: list[dict]) -> MethodScore:
     )
 
 
-@timed("optimization")
-async def validator(task: ValidationTask, config: RunnableConfig) -> dict:
-    """Reads one method from a Send and the dev set; writes its dev score."""
-    resources = resources_from(config)
+async def score_method(method_id: str, method: str, dev: list[Case], resources: RunResources) -> MethodScore:
+    """A method's dev score; the dev cases run concurrently, each reported as it finishes."""
     done = 0
 
     async def scored(case: Case) -> dict:
         nonlocal done
-        result = await _dev_case(case, task["method"], resources)
+        result = await _dev_case(case, method, resources)
         done += 1
-        emit({"event": "validation", "method_id": task["method_id"], "done": done, "total": len(task["dev"])})
+        emit({"event": "validation", "method_id": method_id, "done": done, "total": len(dev)})
         return result
 
-    results = await asyncio.gather(*(scored(case) for case in task["dev"]))
-    return {"scores": [summarize(task["method_id"], list(results))]}
+    results = await asyncio.gather(*(scored(case) for case in dev))
+    return summarize(method_id, list(results))
+
+
+@timed("optimization")
+async def validator(task: ValidationTask, config: RunnableConfig) -> dict:
+    """Reads one method (the incumbent) from a Send and the dev set; writes its dev score."""
+    score = await score_method(task["method_id"], task["method"], task["dev"], resources_from(config))
+    return {"scores": [score]}
+
+
+@timed("optimization")
+async def candidate_validator(state: CandidateState, config: RunnableConfig) -> dict:
+    """Reads the branch's usable candidate and the dev set; writes its dev score."""
+    candidate = state.candidates[-1]
+    score = await score_method(candidate["method_id"], candidate["text"], state.dev, resources_from(config))
+    return {"scores": [score]}

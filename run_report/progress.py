@@ -58,6 +58,10 @@ class ProgressDisplay:
         if node == "load_data":
             self.say(f"data: {values['rows_in']} rows, {values['seed_count']} in the generation set, "
                      f"{len(values['train'])} train, {len(values['dev'])} dev")
+        elif node == "optimizer" and values["candidates"][0]["status"] != "usable":
+            candidate = values["candidates"][0]
+            why = (candidate["rejection"] or {}).get("reason") or candidate["parse"]
+            self.say(f"  {candidate['method_id']}: not validated, {candidate['status']} ({why})")
         elif node == "validator":
             score = values["scores"][0]
             self.say(f"  {score['method_id']}: dev failure rate {score['failure_rate']:.3f} {score['failures_by_reason']}")

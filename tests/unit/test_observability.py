@@ -62,8 +62,9 @@ def test_budget_stops_the_run_resumably_and_usage_adds_up_across_invocations(tmp
     out = tmp_path / "budget" / "out"
     assert (out / "records.jsonl").read_text() == (tmp_path / "ref" / "out" / "records.jsonl").read_text()
     resumed = json.loads((out / "run.json").read_text())["token_usage"]
-    assert sum(u["calls"] - u["cached_calls"] for u in resumed.values()) >= \
-        sum(u["calls"] for u in full.values())  # both invocations counted
+    # Both invocations counted: together they made every call of the uninterrupted run, some twice. (How
+    # many of them the cache answered depends on timing: identical prompts in flight together all go out.)
+    assert sum(u["calls"] for u in resumed.values()) >= sum(u["calls"] for u in full.values())
 
 
 def test_dry_run_prints_the_plan_without_any_llm(tmp_path):
