@@ -290,8 +290,10 @@ class ChatLLM:
                 self.pool.abandoned(lease)
                 raise
             except Exception as exc:
-                if self._hand_back(lease, exc) and handoffs < MAX_HANDOFFS:
+                pause = self._hand_back(lease, exc)
+                if pause is not None and handoffs < MAX_HANDOFFS:
                     handoffs += 1
+                    await asyncio.sleep(pause)  # Retry-After honoured, holding no slot
                     continue
                 raise
             finally:
@@ -311,8 +313,9 @@ class ChatLLM:
         except PoolExhausted as exc:
             raise FatalLLMError(f"cannot reach any LLM endpoint of '{self.config.name}' {exc}") from None
 
-    def _hand_back(self, lease: Lease, exc: Exception) -> bool:
-        """Report a failed request to the pool; True when another endpoint (or a later try) should take it."""
+    def _hand_back(self, lease: Lease, exc: Exception) -> float | None:
+        """Report a failed request to the pool; the seconds to wait before another endpoint (or a later
+        try) takes it, or None when the error is the caller's to handle."""
         reason, retryable = classify_error(exc)
         status = getattr(exc, "status_code", None)
         if isinstance(exc, openai.AuthenticationError):
@@ -321,12 +324,11 @@ class ChatLLM:
                 f"the endpoint {lease.endpoint.url} rejected the API key (401): check "
                 f"{self._key_env(lease.endpoint.url)}") from None
         if status in THROTTLE_STATUS:
-            self.pool.throttled(lease, reason, _retry_after(exc))
-            return True
+            return self.pool.throttled(lease, reason, _retry_after(exc))
         unreachable = reason == "connection_error"
         self.pool.failed(lease, reason, _first_line(exc), unreachable=unreachable,
                          server_side=retryable and not unreachable and reason != "malformed_response")
-        return unreachable
+        return 0.0 if unreachable else None
 
     def _key_env(self, url: str) -> str | None:
         return next((e.api_key_env for e in self.config.endpoint_list() if e.base_url == url), self.config.api_key_env)

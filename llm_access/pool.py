@@ -25,6 +25,8 @@ DECREASE_FACTOR = 0.75
 """A throttled endpoint keeps this share of its limit."""
 SUCCESSES_PER_INCREASE = 25
 """Successes in a row after which the limit rises by one."""
+PLATEAU_SLOWDOWN = 4
+"""Near the limit that was last throttled the rise is this many times slower: capacity is probed, not hit."""
 DEFAULT_COOLDOWN = 1.0
 """Seconds a throttled endpoint rests when the answer carries no Retry-After."""
 MAX_COOLDOWN = 60.0
@@ -94,6 +96,10 @@ class Endpoint:
     epoch: int = 0
     """Number of cuts so far; a 429 on a request sent before the latest cut does not cut again."""
     successes_in_row: int = 0
+    throttled_limit: float = 0.0
+    """The limit at the latest cut; rising past it again is done slowly."""
+    cuts_without_success: int = 0
+    """Cuts since the last success: a second one means the cut alone did not relieve the server."""
     server_error_streak: int = 0
     cooling_until: float = 0.0
     """time.monotonic() before which the endpoint takes no new request."""
@@ -180,21 +186,34 @@ class EndpointPool:
         stats.output_tokens += output_tokens
         stats.add_latency(time.monotonic() - lease.started, self._rng)
         endpoint.down, endpoint.strikes, endpoint.server_error_streak = False, 0, 0
+        endpoint.cuts_without_success = 0
         endpoint.successes_in_row += 1
-        if endpoint.successes_in_row >= SUCCESSES_PER_INCREASE and endpoint.limit < endpoint.cap:
+        near_throttle = abs(endpoint.limit + 1 - endpoint.throttled_limit) <= 1
+        needed = SUCCESSES_PER_INCREASE * (PLATEAU_SLOWDOWN if near_throttle else 1)
+        if endpoint.successes_in_row >= needed and endpoint.limit < endpoint.cap:
             endpoint.set_limit(min(endpoint.cap, int(endpoint.limit) + 1))
         self._finish(lease)
 
-    def throttled(self, lease: Lease, reason: str, retry_after: float | None) -> None:
-        """A 429 or 503: cut the limit once per round and rest for Retry-After."""
+    def throttled(self, lease: Lease, reason: str, retry_after: float | None) -> float:
+        """A 429 or 503: cut the limit once per round; returns the Retry-After the request waits out.
+
+        The whole endpoint rests for it too when a cut did not help (throttled again before any
+        success): then the server limits by rate, not by requests in flight, and every new
+        request would be refused. After a first cut the requests in flight above the new limit
+        already hold new ones back, and resting would idle the capacity the server does have.
+        """
         endpoint = lease.endpoint
         endpoint.stats.errors[reason] += 1
+        pause = min(MAX_COOLDOWN, retry_after if retry_after is not None else DEFAULT_COOLDOWN)
         if lease.epoch == endpoint.epoch:
             endpoint.epoch += 1
+            endpoint.cuts_without_success += 1
+            endpoint.throttled_limit = endpoint.limit
             endpoint.set_limit(max(1.0, endpoint.limit * DECREASE_FACTOR))
-        pause = min(MAX_COOLDOWN, retry_after if retry_after is not None else DEFAULT_COOLDOWN)
-        endpoint.cooling_until = max(endpoint.cooling_until, time.monotonic() + pause)
+        if endpoint.cuts_without_success >= 2:
+            endpoint.cooling_until = max(endpoint.cooling_until, time.monotonic() + pause)
         self._finish(lease)
+        return pause
 
     def failed(self, lease: Lease, reason: str, detail: str, *, unreachable: bool, server_side: bool) -> None:
         """Any other error; `unreachable` takes the endpoint down, `server_side` ones do after a streak."""
