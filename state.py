@@ -2,7 +2,7 @@
 
 Only small things live here: the train and dev cases, the per-step history and
 byte offsets into the record files. The dataset itself streams through
-`records.RecordStore`, so a checkpoint never grows with the data.
+`record_store.store.RecordStore`, so a checkpoint never grows with the data.
 """
 
 from __future__ import annotations
