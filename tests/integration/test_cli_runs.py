@@ -31,7 +31,7 @@ def test_real_run_on_the_embedded_model(tmp_path):
             "--max-steps", "1", "--candidate-size", "2", "--loop", "2", "--test-run", "1", "--save-path", str(out)]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "local" in result.stderr and "dev failure rate: e0" in result.stdout
+    assert "local" in result.stderr and "dev failure rate (95% interval): e0" in result.stdout
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     levels = run["counts"]["levels"]
     assert levels["0"]["parents"] == 12 and levels["1"]["parents"] == 10

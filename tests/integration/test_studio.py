@@ -40,17 +40,23 @@ def _api_port(log: Path, deadline: float) -> int:
 @pytest.fixture
 def dev_server(tmp_path):
     log = tmp_path / "langgraph-dev.log"
+    # The dev server writes its state (.langgraph_api/) into its cwd and resolves the config's paths
+    # from there: it runs in a temporary folder, on the project's langgraph.json with absolute paths.
+    project = json.loads((REPO / "langgraph.json").read_text())
+    project["dependencies"] = [str(REPO)]
+    project["graphs"] = {name: str(REPO / spec.removeprefix("./")) for name, spec in project["graphs"].items()}
+    (tmp_path / "langgraph.json").write_text(json.dumps(project))
     command = [str(Path(sys.executable).parent / "langgraph"), "dev", "--no-browser", "--no-reload", "--allow-blocking",
-               "--host", "127.0.0.1", "--port", str(free_port()), "--config", str(REPO / "langgraph.json")]
+               "--host", "127.0.0.1", "--port", str(free_port()), "--config", str(tmp_path / "langgraph.json")]
     env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
     with open(log, "w") as handle:
-        # Run from a temporary folder: the dev server writes its state (.langgraph_api/) into its cwd.
         process = subprocess.Popen(command, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         base = f"http://127.0.0.1:{_api_port(log, deadline)}"
-        while time.monotonic() < deadline:
+        while True:
+            assert time.monotonic() < deadline, f"the dev server never answered /ok:\n{log.read_text()[-2000:]}"
             try:
                 if _http("GET", f"{base}/ok", timeout=2).get("ok"):
                     break
