@@ -123,8 +123,6 @@ class LevelItem(TypedDict, total=False):
     parent_instruction: str
     raw: str
     lenient: bool
-    evolution_failure: dict[str, str] | None
-    """reason and detail when the evolution broke a rule."""
     elimination: dict[str, str]
     """reason and detail when a diversity step eliminated the item."""
     lineage: str

@@ -4,7 +4,7 @@
 
 Run once per level by the workflow graph; Studio shows each level's run and its counts.
 Inside stream_level every item flows evolve -> rules -> diversity -> respond -> record on
-its own (nodes/generator.py), so a slow answer holds one request slot, not a chunk.
+its own (nodes/generator.py), so a slow answer holds one request slot and no other item.
 """
 
 from __future__ import annotations

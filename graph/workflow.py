@@ -20,6 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
+from failure_checks.preflight import optimizes
 from graph import NODE_RETRY
 from graph.candidate import build_candidate_graph
 from graph.generation import build_generation_graph
@@ -40,7 +41,7 @@ def settings_of(config: RunnableConfig) -> RunSettings:
 def after_load(state: WorkflowState, config: RunnableConfig) -> Literal["evolver", "generation"]:
     """Optimize unless a method file was given or max_steps is 0."""
     settings = settings_of(config)
-    return "generation" if settings.method_file or settings.max_steps == 0 else "evolver"
+    return "evolver" if optimizes(settings) else "generation"
 
 
 def fan_out_candidates(state: WorkflowState, config: RunnableConfig) -> list[Send]:

@@ -278,9 +278,10 @@ class ChatLLM:
             # Distinct samples of one prompt need distinct seeds; a re-ask must not repeat itself.
             kwargs["seed"] = self.config.seed + 1000 * sample_index + attempt
         estimate = sum(len(str(m.content)) for m in messages) // 4 + 1
-        await self._respect_rate_limits(estimate)
         handoffs = 0
         while True:
+            # Every send takes its turn, a hand-off after a 429 too; tokens are charged once per answer.
+            await self._respect_rate_limits(estimate if handoffs == 0 else 0)
             lease = await self._acquire()
             usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
             self.in_flight += 1

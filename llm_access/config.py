@@ -7,6 +7,7 @@ config can be printed, checkpointed and written to `run.json` without leaking it
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,10 @@ class EndpointConfig(BaseModel):
     """Cap on requests in flight here; None takes the config's `concurrency`."""
     weight: float = Field(default=1.0, gt=0)
     """Preference among endpoints with room: load is measured as in-flight / (limit x weight)."""
+
+
+SECRET_IN_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]+@", re.IGNORECASE)
+SECRET_KEY_NAME = re.compile(r"(^|[_-])(api_?key|key|token|secret|password|authorization)($|[_-])", re.IGNORECASE)
 
 
 class LLMConfig(BaseModel):
@@ -97,7 +102,20 @@ class LLMConfig(BaseModel):
                 raise ValueError(f"an endpoint is listed twice ({', '.join(urls)})")
             if self.embedded and len(urls) > 1:
                 raise ValueError("an embedded config starts its own server and takes no endpoint list")
+        self._no_secret_inside()
         return self
+
+    def _no_secret_inside(self) -> None:
+        # The config is written to settings.json, run.json and the dataset card: a key must stay
+        # in the environment, named by api_key_env, never in a field that is written out.
+        urls = [e.base_url for e in self.endpoints] if self.endpoints is not None else self.base_url
+        for url in urls if isinstance(urls, list) else [urls] if urls else []:
+            if SECRET_IN_URL.search(url):
+                raise ValueError(f"{url.split('@')[-1]}: put the credentials in an env variable named by api_key_env, "
+                                 "not in the URL")
+        for key in self.extra_body:
+            if SECRET_KEY_NAME.search(str(key)):
+                raise ValueError(f"extra_body.{key} looks like a secret: put it in an env variable named by api_key_env")
 
     @model_serializer(mode="wrap")
     def _without_unset_pool_fields(self, handler) -> dict[str, Any]:
@@ -121,10 +139,6 @@ class LLMConfig(BaseModel):
     def total_concurrency(self) -> int:
         """Requests in flight at once over all endpoints, at their caps."""
         return sum(e.concurrency or self.concurrency for e in self.endpoint_list())
-
-    def endpoint_names(self) -> str:
-        """The endpoint URLs, comma-separated, for messages."""
-        return ", ".join(e.base_url for e in self.endpoint_list())
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """USD for these tokens, or None when the config has no prices."""

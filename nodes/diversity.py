@@ -1,7 +1,7 @@
 """Diversity: the hook in each generation level where survivors are filtered or extended.
 
 Every surviving evolution passes the level's steps in order, one item at a time as it
-arrives, so no item waits for a chunk. A step eliminates an item by marking it
+arrives, so no item waits for another. A step eliminates an item by marking it
 (`eliminate_item`) and creates new items by returning them beside it.
 
 Built in, deciding per item: `dedup` (an atomic check-and-insert into the near-duplicate
@@ -152,6 +152,7 @@ def sort_out(name: str, level: int, inputs: list[LevelItem], returned: object) -
     position = {item["id"]: n for n, item in enumerate(inputs)}
     outputs: list[list[LevelItem]] = [[] for _ in inputs]
     returned_inputs: set[str] = set()
+    created: set[str] = set()
     for item in returned:
         if item["id"] in position and item["id"] not in returned_inputs:
             returned_inputs.add(item["id"])
@@ -159,9 +160,15 @@ def sort_out(name: str, level: int, inputs: list[LevelItem], returned: object) -
             continue
         if not isinstance(item.get("instruction"), str) and not item.get("elimination"):
             raise DiversityStepError(f"diversity step '{name}' created item '{item['id']}' without an instruction")
+        if item["id"] in position or item["id"] in created:
+            raise DiversityStepError(f"diversity step '{name}' returned two items with the id '{item['id']}': "
+                                     "give each created item its own id (new_item's suffix)")
+        created.add(item["id"])
         item.setdefault("added_by", name)
-        item.setdefault("level", level)
-        item.setdefault("root_id", item["id"])
+        item["level"] = level
+        # A created item starts its own lineage: the next level's ids derive from the root, so a
+        # root copied from the parent would collide with the parent's own child.
+        item["root_id"] = item["id"]
         item.setdefault("original", item.get("instruction"))
         outputs[position.get(item.get("parent_id"), 0)].append(item)
     for item, own in zip(inputs, outputs):
@@ -195,6 +202,15 @@ class MicroBatcher:
         elif self._timer is None:
             self._timer = loop.call_later(MICRO_BATCH_SECONDS, self._flush)
         return await future
+
+    def close(self) -> None:
+        """Stop what is pending when the level ends early; nothing waits for it any more."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiting = []
+        for task in list(self._running):
+            task.cancel()
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -239,6 +255,12 @@ class DiversitySteps:
                 raise _step_failed(name, exc) from None
             return sort_out(name, context.level, [item], returned)[0]
         return run
+
+    def close(self) -> None:
+        """Cancel the micro-batches still pending (the level ended, or failed)."""
+        for _, step in self.steps:
+            if isinstance(step, MicroBatcher):
+                step.close()
 
     async def apply(self, item: LevelItem) -> list[LevelItem]:
         """The item and any items created from it, each either eliminated or through every step."""

@@ -3,7 +3,7 @@
 Parents are the survivors of the previous level, read by byte offset from their file.
 Each parent flows evolve → evolution rules → diversity steps → respond → written record
 on its own, and a freed request slot is taken by the next item at once: nothing waits
-for a chunk. Only the level boundary waits, because the next level needs its parents.
+for another. Only the level boundary waits, because the next level needs its parents.
 The record store is the truth of what is done, so a killed level resumes where it stopped.
 """
 
@@ -184,7 +184,10 @@ async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
     if resources.workers is not None:  # --workers N: the shards stream on Ray and are merged into the store
         await resources.workers.stream_level(stream, parents_span)
     else:
-        await stream_all(stream.pending_parents(parents_span), stream.run_parent, items_in_flight(resources))
+        try:
+            await stream_all(stream.pending_parents(parents_span), stream.run_parent, items_in_flight(resources))
+        finally:
+            stream.steps.close()
         stream.report_progress(final=True)
     store.sync()
     counts = {"parents": parents, **store.level_tally(level)}

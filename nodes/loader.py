@@ -7,6 +7,7 @@ from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
 
+from failure_checks.preflight import optimizes
 from user_errors import ConfigError
 from record_store.loading import generation_rows, read_seed_set, split_train_dev
 from resources import start_resources, timed
@@ -40,7 +41,7 @@ def _load(state: RunInput, config: RunnableConfig) -> dict:
     settings, store = resources.settings, resources.store
     seed_set = read_seed_set(settings)
     method, method_id = starting_method(settings.method_file)
-    train, dev = ([], []) if settings.method_file or settings.max_steps == 0 else split_train_dev(seed_set.rows, settings)
+    train, dev = split_train_dev(seed_set.rows, settings) if optimizes(settings) else ([], [])
     seeds = generation_rows(seed_set.rows, settings)
     store.write_seeds(seeds)
     store.add_failures(seed_set.refused)

@@ -88,18 +88,16 @@ class RecordStore:
     def size(self, path: Path) -> int:
         return path.stat().st_size if path.exists() else 0
 
-    def iter_range(self, path: Path, start: int, end: int | None, limit: int | None = None) -> Iterator[tuple[int, dict]]:
+    def iter_range(self, path: Path, start: int, end: int | None) -> Iterator[tuple[int, dict]]:
         """Yield (offset after the line, item) for lines in [start, end)."""
         if not path.exists():
             return
         with open(path, "rb") as handle:
             handle.seek(start)
-            taken = 0
-            while (end is None or handle.tell() < end) and (limit is None or taken < limit):
+            while end is None or handle.tell() < end:
                 line = handle.readline()
                 if not line:
                     break
-                taken += 1
                 yield handle.tell(), json.loads(line)
 
     def write_seeds(self, rows: list[dict]) -> None:
@@ -113,7 +111,12 @@ class RecordStore:
         The write reaches the kernel before this returns, so a killed process loses nothing it
         was told is written; `sync` at level boundaries makes it durable against power loss too.
         """
-        fresh = [item for item in items if (item["id"], item["level"]) not in self._written]
+        fresh, keys = [], set()
+        for item in items:  # each (id, level) once, across calls and within this one
+            key = (item["id"], item["level"])
+            if key not in self._written and key not in keys:
+                keys.add(key)
+                fresh.append(item)
         if fresh:
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write("".join(_dump(item) for item in fresh))

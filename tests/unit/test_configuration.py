@@ -91,3 +91,23 @@ def test_yaml_errors_are_one_line(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="neither a preset"):
         load_llm_config("no-such-preset-or-file", "evol")
+
+
+@pytest.mark.parametrize("line,named", [
+    ("extra_body: {api_key: sk-inline-0123456789}", "extra_body.api_key"),
+    ("base_url: https://user:pass@api.example.com/v1", "not in the URL"),
+])
+def test_a_secret_written_into_the_config_is_refused_in_one_line(tmp_path, line, named):
+    config = tmp_path / "inline.yaml"
+    config.write_text(f"preset: openai\n{line}\n")
+    with pytest.raises(ConfigError) as error:
+        load_llm_config(str(config), "evol")
+    message = str(error.value)
+    assert "inline.yaml" in message and named in message and "\n" not in message
+    assert "sk-inline" not in message and "pass@" not in message
+
+
+def test_ordinary_extra_body_fields_are_not_taken_for_secrets(tmp_path):
+    config = tmp_path / "fine.yaml"
+    config.write_text("preset: openai\nextra_body: {max_tokens: 64, top_k: 20, chat_template_kwargs: {enable_thinking: false}}\n")
+    assert load_llm_config(str(config), "evol").extra_body["top_k"] == 20

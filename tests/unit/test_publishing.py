@@ -29,13 +29,14 @@ KOREAN_DIR = "결과"
 def finished_run(tmp_path_factory):
     """A finished run of ten Korean and English seeds, its key and hub token set in the environment.
 
-    The key is also pasted into the LLM config's extra_body, where a careless user might put it.
+    The key is also pasted into an extra_body field whose name does not look secret (a field named
+    like a key is refused when the config is read), where a careless user might put it.
     """
     base = tmp_path_factory.mktemp("run") / KOREAN_DIR
     with pytest.MonkeyPatch.context() as env:
         env.setenv("AUTOEVOL_PUBLISH_KEY", SECRET)
         env.setenv("HF_TOKEN", HUB_TOKEN)
-        keyed = fake_llm_config("evol", api_key_env="AUTOEVOL_PUBLISH_KEY", extra_body={"api_key": SECRET})
+        keyed = fake_llm_config("evol", api_key_env="AUTOEVOL_PUBLISH_KEY", extra_body={"user": SECRET})
         settings = make_settings(base, test_run=True, max_steps=1, loop=2, evol_llm=keyed)
         save_options(Path(settings.save_path), "apache-2.0", None)
         run_workflow(settings, ScriptedChatModel())

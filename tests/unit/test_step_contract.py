@@ -94,3 +94,17 @@ def test_near_duplicate_seeds_are_refused_at_load_naming_the_first(tmp_path, ori
         ("d2", 0, "near_duplicate", "duplicates d1")]
     kept = read_seed_set(make_settings(tmp_path, data_path=_data(tmp_path, rows), diversity=["none"]))
     assert len(kept.rows) == 3 and not kept.refused
+
+
+def test_two_created_items_with_one_id_are_refused_naming_the_step():
+    parent = {"id": "d0.L1", "root_id": "d0", "parent_id": "d0", "level": 1, "instruction": "Explain tides."}
+    twins = [new_item(parent, "Explain tides on Titan."), new_item(parent, "Explain tides on Europa.")]
+    with pytest.raises(ConfigError, match="'mine' returned two items with the id 'd0.L1.B'"):
+        sort_out("mine", 1, [parent], [parent, *twins])
+
+
+def test_a_created_item_starts_its_own_lineage_even_when_copied_from_its_parent():
+    parent = {"id": "d0.L1", "root_id": "d0", "parent_id": "d0", "level": 1, "instruction": "Explain tides."}
+    copied = {**parent, "id": "d0.L1.copy", "parent_id": "d0.L1", "instruction": "Explain tides twice."}
+    [[own, created]] = sort_out("mine", 1, [parent], [parent, copied])
+    assert own is parent and created["root_id"] == "d0.L1.copy" and created["added_by"] == "mine"
