@@ -233,11 +233,16 @@ def publish(run_dir: Path, args: argparse.Namespace, token: str | None, rebuild:
     """Builds the dataset folder when asked to (or when it is missing or older than the publishing
     options), then pushes it when --push-to-hub is given."""
     from publishing.dataset_folder import DATASET_DIR, OPTIONS_FILE, build_dataset_folder
-    from publishing.hub import push_folder
+    from publishing.hub import PublishError, push_folder
 
     folder, card, options = run_dir / DATASET_DIR, run_dir / DATASET_DIR / "README.md", run_dir / OPTIONS_FILE
     if rebuild or not card.is_file() or (options.is_file() and options.stat().st_mtime > card.stat().st_mtime):
-        print(f"dataset folder: {build_dataset_folder(run_dir)}")
+        try:
+            built = build_dataset_folder(run_dir)
+        except Exception as exc:  # disk full, a broken records file: the run itself is complete on disk
+            raise PublishError(f"the dataset folder could not be built ({type(exc).__name__}: {exc}); the run's "
+                               f"files are complete, retry with --publish-only {run_dir}".splitlines()[0]) from None
+        print(f"dataset folder: {built}")
     if token is not None:
         print(f"pushed to the hub: {push_folder(folder, args.push_to_hub, args.private, token)}")
 
