@@ -24,7 +24,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from llm_access.client import TokenBudget
-from nodes.generator import LevelStream, items_in_flight, stream_all
+from nodes.generator import PROGRESS_SECONDS, LevelStream, items_in_flight, stream_all
 from record_store.near_duplicates import NearDuplicateIndex, signature
 from record_store.store import RecordStore
 from resources import RunResources, emit
@@ -251,7 +251,7 @@ class RayWorkers:
 
     def _emit(self, stream: LevelStream, final: bool = False) -> None:
         now = time.monotonic()
-        if not final and now - self._last_emit < 0.25:
+        if not final and now - self._last_emit < PROGRESS_SECONDS:
             return
         self._last_emit = now
         usage = stream.resources.llms.usage_this_invocation().values()
