@@ -5,7 +5,10 @@ The evolving prompt asks for four sections (`#Methods List#`, `#Plan#`,
 prompt asks for the new method inside a fence opened by "```Optimized Method".
 Models drift from both formats, so the markers here are patterns, not literals.
 
-Everything in this module is pure: text in, `ParsedText` out.
+Everything in this module is pure: text in, `ParsedText` out. A parser that drops a line of the
+instruction corrupts data silently, so it cuts only what is clearly not the instruction: a closing
+"#Explanation#" section and a final remark about the rewrite (failure_checks/remarks.py), and
+never anything in or before an input block ("### Input", appended by the loader).
 
 Strict mode accepts only text found behind a marker. Lenient mode is for tiny
 local models that often skip markers; it falls back to heuristics and flags
@@ -15,6 +18,8 @@ the result with `lenient=True` so callers can count or distrust such rows.
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+from failure_checks.remarks import cut_trailing_remarks, is_remark_paragraph
 
 ParseMode = Literal["strict", "lenient"]
 """strict needs the final marker; lenient also takes the last substantial paragraph (tiny local models)."""
@@ -57,8 +62,10 @@ def strip_think(answer: str) -> str:
 # Decoration allowed before a marker: markdown headings, bold, the protocol's
 # own '#', quote '>', list bullets and numbering such as "4." or "4)".
 _MARKER_LEAD = r"(?P<lead>[ \t]*(?:(?:[#*_>-]+|\d+[.)])[ \t]*)*)"
-# What closes a marker: '#', '**', a colon, in any mix ("**...:**", "#...#:").
-_MARKER_CLOSE = r"(?P<close>[ \t]*[#*_]*[ \t]*[:：]?[ \t]*[#*_]*)"
+# What closes a marker: '#', '**', a colon, in any mix ("**...:**", "#...#:"); a '#' after a
+# space that starts a word is the instruction's hashtag ("#Final...# #summer").
+_DECORATION = r"(?:[ \t]*[#*_]+(?![^\W_]))?"
+_MARKER_CLOSE = rf"(?P<close>[#*_]*{_DECORATION}[ \t]*[:：]?{_DECORATION})"
 
 _FINAL_WORDS = (
     r"final(?:ly)?[ \t]+(?:(?:rewritten|evolved|revised|refined)[ \t]+)?(?:instruction|prompt)s?"
@@ -81,8 +88,30 @@ _FINAL_MARKER = _marker_pattern(_FINAL_WORDS)
 _REWRITTEN_MARKER = _marker_pattern(_REWRITTEN_WORDS)
 _PROTOCOL_HEADER = _marker_pattern(r"methods?[ \t]+list|plan|방법[ \t]*목록|계획")
 
-# A following protocol-style section such as "#Explanation#" ends the instruction.
-_NEXT_SECTION = re.compile(r"^[ \t]*#[^\W\d_][^#\n]{0,60}#", re.MULTILINE)
+# A following protocol-style section such as "#Explanation#" ends the instruction. Only
+# names of the model's own commentary count: "#Name#" may be a placeholder in an instruction.
+_CLOSING_SECTION = re.compile(
+    r"^[ \t]*#[ \t]*(?:explanations?|rationale|reasoning|justification|changes(?:[ \t]+made)?"
+    r"|summary[ \t]+of[ \t]+changes|설명|해설|변경[ \t]*사항)[ \t]*#",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+# The block the loader appends for --input-field ("### Input"), or a model's restyling of it.
+# Nothing in it or after it is ever cut, and no marker is looked for inside it.
+_INPUT_HEADER = re.compile(
+    r"^[ \t]*(?:#{1,6}[ \t]*)?[*_]{0,2}[ \t]*(?:input|입력)[ \t]*[*_]{0,2}[ \t]*#?[ \t]*[:：]?[ \t]*[*_]{0,2}[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+# "Final instruction: answer in French." may be a line of an instruction: bare words with text
+# behind them on their line are no marker unless decorated.
+_QUALIFIED_WORDS = re.compile(r"rewritten|evolved|revised|refined|재작성|다시|진화|수정", re.IGNORECASE)
+
+
+def _split_input_block(text: str) -> tuple[str, str]:
+    """(the text before the first input block, the block to the end); the block is "" when there is none."""
+    header = _INPUT_HEADER.search(text)
+    return (text[: header.start()], text[header.start():]) if header else (text, "")
 
 
 def _is_marker(match: re.Match[str]) -> bool:
@@ -91,9 +120,30 @@ def _is_marker(match: re.Match[str]) -> bool:
     return bool(match.group("close").strip()) or not match.group("rest").strip()
 
 
+def _is_decorated(match: re.Match[str]) -> bool:
+    return any(char in match.group("lead") + match.group("close") for char in "#*_")
+
+
+def _is_instruction_marker(match: re.Match[str]) -> bool:
+    if not _is_marker(match):
+        return False
+    words = match.string[match.end("lead"): match.start("close")]
+    return _is_decorated(match) or not match.group("rest").strip() or bool(_QUALIFIED_WORDS.search(words))
+
+
 def _last_marker(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
-    markers = [m for m in pattern.finditer(text) if _is_marker(m)]
-    return markers[-1] if markers else None
+    """The last marker, decorated ones first; none inside an input block that follows a marker.
+
+    Beside a decorated marker, a plain one ("Final Rewritten Instruction: ...") is a draft's or
+    a line of the instruction.
+    """
+    markers: list[re.Match[str]] = []
+    for marker in filter(_is_instruction_marker, pattern.finditer(text)):
+        if markers and _INPUT_HEADER.search(text, markers[-1].end(), marker.start()):
+            break  # the input data of the instruction found so far: kept whole, markers and all
+        markers.append(marker)
+    decorated = [m for m in markers if _is_decorated(m)]
+    return (decorated or markers)[-1] if markers else None
 
 
 # --- cleaning the text behind a marker --------------------------------------
@@ -130,62 +180,41 @@ def _strip_wrapping_quotes(text: str) -> str:
     return inner.strip()
 
 
-def _clean_section(body: str) -> str | None:
-    next_section = _NEXT_SECTION.search(body)
-    if next_section:
-        body = body[: next_section.start()]
-    text = body.strip()
+def _cut_closing_section(text: str) -> str:
+    section = _CLOSING_SECTION.search(text)
+    return text[: section.start()] if section else text
+
+
+def _clean_text(body: str) -> str | None:
+    """The instruction in `body`: a closing commentary section and trailing remarks cut, unless an input block follows."""
+    head, input_block = _split_input_block(body)
+    if not input_block:
+        head = cut_trailing_remarks(_strip_fences(_cut_closing_section(head).strip()))
+    text = (head + input_block).strip()
     if text:
         text = _strip_wrapping_quotes(_strip_fences(text))
     return text or None
 
 
 def _text_after(match: re.Match[str], answer: str) -> str | None:
-    return _clean_section(_cut_commentary(answer[match.start("rest"):]))
-
-
-# --- commentary after the instruction ------------------------------------------
-
-# Models often add a remark after the final instruction ("Note: I added a constraint.").
-# It is CUT, not made a failure: the remark starts on a line of its own after the
-# instruction, so the instruction before it is complete and worth the paid call, and
-# failing it would teach the optimizer nothing about the method. Only remarks about the
-# rewrite itself are cut: an instruction may carry its own "Note: answer in French." line.
-_COMMENTARY_LABEL = (
-    r"[(\[]?[ \t]*[*_]*[ \t]*(?:notes?|explanation|changes(?:[ \t]+made)?|comments?|remarks?|rationale"
-    r"|참고|설명|변경[ \t]*사항|해설|주석)[ \t]*[*_]*[ \t]*[:：]"
-)
-_FIRST_PERSON = r"\bI(?:'ve|[ \t]+have)?[ \t]+(?:added|made|changed|kept|included|introduced|increased|removed|rewrote|revised)\b"
-_ABOUT_THE_REWRITE = (
-    r"\b(?:this|the)[ \t]+(?:rewritten|revised|evolved|refined|new|final|updated)[ \t]+(?:instruction|version|prompt)"
-    r"|(?:추가|변경|수정|보완|강화)(?:했|하였)습니다|넣었습니다|바꾸었습니다|바꿨습니다"
-    r"|(?:이|위의?)[ \t]*(?:지시문|지시|버전|프롬프트)(?:은|는|에서)"
-)
-# A bare "I added ..." line may be the instruction's own input text ("I added sugar to the
-# tea"); it only counts in parentheses or when it names a part of the task.
-_TASK_WORD = r"constraint|requirement|condition|instruction|prompt|task|version|complexity|difficulty|limit|step|detail"
-_COMMENTARY_LINE = re.compile(
-    rf"^[ \t]*(?:{_COMMENTARY_LABEL}[^\n]*?(?:{_FIRST_PERSON}|{_ABOUT_THE_REWRITE})"
-    rf"|[(\[][ \t]*{_FIRST_PERSON}|{_FIRST_PERSON}[^\n]{{0,80}}?\b(?:{_TASK_WORD})|{_ABOUT_THE_REWRITE})",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def _cut_commentary(body: str) -> str:
-    """Drop a remark about the rewrite that follows the instruction, and everything after it."""
-    first_line_end = body.find("\n", len(body) - len(body.lstrip()))
-    if first_line_end < 0:
-        return body
-    remark = _COMMENTARY_LINE.search(body, first_line_end + 1)
-    return body[: remark.start()] if remark else body
+    return _clean_text(answer[match.start("rest"):])
 
 
 # --- lenient paragraph fallback ----------------------------------------------
 
+# A header line above the paragraph is dropped only when it announces the rewrite ("New version:",
+# "Here is the harder prompt:"): "Answer the following question:" is the instruction's first line.
+_ANNOUNCEMENT = (
+    r"here(?:'s|[ \t]+is|[ \t]+are)\b[^\n]{0,60}"
+    r"|(?:(?:the|my|a)[ \t]+)?(?:new|rewritten|evolved|revised|refined|improved|updated|harder|final)\b[^\n]{0,30}"
+    r"|(?:새로운?|수정된|재작성된|진화된|개선된|최종)[^\n]{0,20}"
+)
 _HEADER_LINE = re.compile(
-    r"^[ \t]*(?:#[^#\n]{1,60}#[ \t]*:?|#{1,6}[ \t]+.*|\*\*[^*\n]+\*\*[ \t]*:?|.{1,60}:)[ \t]*$"
+    rf"^[ \t]*(?:#[^#\n]{{1,60}}#[ \t]*:?|#{{1,6}}[ \t]+.*|\*\*[^*\n]+\*\*[ \t]*:?|(?:{_ANNOUNCEMENT})[:：])[ \t]*$",
+    re.IGNORECASE,
 )
 _MIN_PARAGRAPH_CHARS = 15
+_PARAGRAPH_START = re.compile(r"(?:^|\n[ \t]*\n)")
 
 
 def _paragraph_body(paragraph: str) -> str:
@@ -204,10 +233,18 @@ def _is_substantial(paragraph: str) -> bool:
 
 
 def _last_substantial_paragraph(answer: str) -> str | None:
-    paragraphs = re.split(r"\n[ \t]*\n", answer)
-    for paragraph in reversed(paragraphs):
-        if _is_substantial(paragraph) and not _COMMENTARY_LINE.match(paragraph.strip()):
-            return _clean_section(_paragraph_body(paragraph))
+    """The last paragraph that is neither a plan nor a remark; with an input block, the paragraph before it and the block."""
+    head, input_block = _split_input_block(answer)
+    starts = [m.end() for m in _PARAGRAPH_START.finditer(head)]
+    ends = [m.start() for m in _PARAGRAPH_START.finditer(head)][1:] + [len(head)]
+    for start, end in reversed(list(zip(starts, ends))):
+        paragraph = head[start:end]
+        if not _is_substantial(paragraph):
+            continue
+        if input_block:
+            return _clean_text(_paragraph_body(head[start:]) + "\n\n" + input_block)
+        if not is_remark_paragraph(paragraph):
+            return _clean_text(_paragraph_body(paragraph))
     return None
 
 

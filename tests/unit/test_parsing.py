@@ -333,8 +333,10 @@ def test_every_design_marker_variant_is_accepted(marker, instruction):
 @pytest.mark.parametrize("instruction", ["Summarize the article in three bullet points.",
                                          "기사를 세 개의 글머리표로 요약하세요."])
 def test_trailing_commentary_about_the_rewrite_is_cut(remark, instruction):
-    for gap in ("\n\n", "\n"):
-        answer = f"#Finally Rewritten Instruction#\n{instruction}{gap}{remark}\nMore remarks follow."
+    # Only as the final paragraph: a remark line inside the instruction's paragraph, or one that
+    # more text follows, is kept (tests/unit/test_parsing_keeps_text.py).
+    for gap, tail in (("\n\n", ""), ("\n \n\n", "\n"), ("\n\n", "\n\n(I also made the task require one more step.)")):
+        answer = f"#Finally Rewritten Instruction#\n{instruction}{gap}{remark}{tail}"
         assert parse_evolved_instruction(answer).text == instruction
 
 
@@ -348,7 +350,8 @@ def test_a_note_that_belongs_to_the_instruction_is_kept(instruction):
 
 
 def test_commentary_on_the_marker_line_instruction_is_cut_after_it():
-    answer = "#Finally Rewritten Instruction#: Summarize the report.\n\nNote: I made it shorter."
+    # "Note: I made it shorter." is kept now: a user's own note may say that of their text.
+    answer = "#Finally Rewritten Instruction#: Summarize the report.\n\nNote: I made the instruction shorter."
     assert parse_evolved_instruction(answer).text == "Summarize the report."
 
 
