@@ -143,9 +143,10 @@ class LevelStream:
             group = [(ok, line) for ok, line in outputs if (line["id"] == own_id) == own]
             store.add_failures([line for ok, line in group if not ok])
             store.add_records([line for ok, line in group if ok])
-        self.done += 1
+        created = sum(1 for _, line in outputs if line["id"] != own_id)
+        self.done += 1 + created  # created items join the total as they are written, so the bar can fill
         self.failures += sum(1 for ok, line in outputs if not ok and line["id"] == own_id)
-        self.total += sum(1 for _, line in outputs if line["id"] != own_id)
+        self.total += created
         self.report_progress()
 
     def report_progress(self, final: bool = False) -> None:
