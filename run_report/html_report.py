@@ -66,11 +66,3 @@ def write_report(run_dir: str | Path) -> Path:
     path = run_dir / REPORT_NAME
     path.write_text(render(load_run(run_dir)), encoding="utf-8")
     return path
-
-
-if __name__ == "__main__":  # the older command, `python -m run_report.html_report RUN_DIR`, keeps working
-    import sys
-
-    from run_report.report_cli import main
-
-    sys.exit(main())

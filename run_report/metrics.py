@@ -347,11 +347,3 @@ def format_table(metrics_by_name: dict[str, dict]) -> str:
         return "  ".join([first, *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))]).rstrip()
 
     return "\n".join(line(cells) for cells in [header, *rows])
-
-
-if __name__ == "__main__":  # the older command, `python -m run_report.metrics FILE ...`, keeps working
-    import sys
-
-    from run_report.metrics_cli import main
-
-    sys.exit(main())

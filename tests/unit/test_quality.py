@@ -277,8 +277,8 @@ def test_format_table_is_aligned_with_three_decimals_and_dashes():
 # --- command line --------------------------------------------------------------
 
 
-def run_cli(*args: str, module: str = "run_report.metrics_cli") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "run_report.metrics_cli", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -294,9 +294,8 @@ def small_file(tmp_path: Path) -> Path:
     ])
 
 
-@pytest.mark.parametrize("module", ["run_report.metrics_cli", "run_report.metrics"])  # the older command too
-def test_cli_prints_a_table_with_one_row_per_file(small_file: Path, module: str):
-    result = run_cli(str(small_file), module=module)
+def test_cli_prints_a_table_with_one_row_per_file(small_file: Path):
+    result = run_cli(str(small_file))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["name", "count", "mean_len"]
