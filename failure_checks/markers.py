@@ -203,14 +203,18 @@ def _text_after(match: re.Match[str], answer: str) -> str | None:
 # --- lenient paragraph fallback ----------------------------------------------
 
 # A header line above the paragraph is dropped only when it announces the rewrite ("New version:",
-# "Here is the harder prompt:"): "Answer the following question:" is the instruction's first line.
+# "**Here is the harder prompt**"): "Answer the following question:" or "## Weekly report" is
+# the instruction's first line.
 _ANNOUNCEMENT = (
-    r"here(?:'s|[ \t]+is|[ \t]+are)\b[^\n]{0,60}"
-    r"|(?:(?:the|my|a)[ \t]+)?(?:new|rewritten|evolved|revised|refined|improved|updated|harder|final)\b[^\n]{0,30}"
-    r"|(?:새로운?|수정된|재작성된|진화된|개선된|최종)[^\n]{0,20}"
+    r"(?:here(?:'s|[ \t]+is|[ \t]+are)\b[^\n]{0,60}?"
+    r"|(?:(?:the|my|a)[ \t]+)?(?:new|rewritten|evolved|revised|refined|improved|updated|harder|final)\b[^\n]{0,30}?"
+    r"|(?:instruction|prompt|version|rewrite)s?"
+    r"|(?:새로운?|수정된|재작성된|진화된|개선된|최종)[^\n]{0,20}?)"
 )
 _HEADER_LINE = re.compile(
-    rf"^[ \t]*(?:#[^#\n]{{1,60}}#[ \t]*:?|#{{1,6}}[ \t]+.*|\*\*[^*\n]+\*\*[ \t]*:?|(?:{_ANNOUNCEMENT})[:：])[ \t]*$",
+    r"^[ \t]*(?:#[^#\n]{1,60}#[ \t]*:?"  # a protocol-style "#Section#"
+    rf"|(?:#{{1,6}}[ \t]+|\*\*[ \t]*){_ANNOUNCEMENT}[ \t]*(?:\*\*)?[ \t]*[:：]?[ \t]*(?:\*\*)?"  # heading or bold
+    rf"|{_ANNOUNCEMENT}[:：])[ \t]*$",
     re.IGNORECASE,
 )
 _MIN_PARAGRAPH_CHARS = 15

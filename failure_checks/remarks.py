@@ -28,15 +28,18 @@ _KO_SUBJECT = re.compile(r"^(?:이|위의?|재작성된|수정된|진화된)[ \t
 
 _EDIT = (r"(?:added|made|changed|included|introduced|increased|removed|rewrote|revised|replaced|expanded"
          r"|specified|required|kept|narrowed|broadened)")
-_TASK = (r"(?:constraints?|requirements?|conditions?|instructions?|prompts?|tasks?|questions?|versions?|complexity"
-         r"|difficulty|limits?|steps?|details?|rules?|criteri(?:on|a)|examples?)")
+# Nouns that name what a rewrite adds; "step", "example" or "condition" are as likely the user's
+# own ("I included a step-by-step guide", "I added a condition to the if statement").
+_ADDED_PART = r"(?:constraints?|requirements?|limits?|complexity|difficulty|instructions?|prompts?|criteri(?:on|a))"
 _I = r"I(?:'ve|[ \t]+have)?(?:[ \t]+also)?[ \t]+"
-# "I added sugar to the tea." is input text; an edit report names a part of the task.
-_EDIT_REPORT = re.compile(rf"(?:^|\b{_I}){_EDIT}\b[^\n]{{0,80}}?\b{_TASK}\b", re.IGNORECASE)
+# "I added sugar to the tea." is input text; an edit report names what the rewrite added.
+_EDIT_REPORT = re.compile(
+    rf"(?:^|\b{_I}){_EDIT}\b[^\n]{{0,80}}?\b{_ADDED_PART}\b|\b{_I}made[ \t]+the[ \t]+(?:task|instruction|prompt|question)\b",
+    re.IGNORECASE,
+)
 _FIRST_PERSON_EDIT = re.compile(rf"^{_I}{_EDIT}\b", re.IGNORECASE)
 _REWRITE_REFERENCE = re.compile(
-    r"\b(?:original|rewritten|evolved|revised|refined)[ \t]+(?:instruction|prompt|task|question|version)s?\b"
-    r"|\bthe[ \t]+rewrite\b"
+    r"\b(?:original|rewritten|evolved|revised|refined)[ \t]+(?:instruction|prompt)s?\b"
     r"|\bto[ \t]+make[ \t]+(?:it|the[ \t]+(?:task|instruction|prompt|question))[ \t]+"
     r"(?:harder|more[ \t]+(?:complex|challenging|difficult|demanding|specific))"
     r"|\b(?:increas(?:e|es|ed|ing)|rais(?:e|es|ed|ing)|adds?|added)[ \t]+(?:the[ \t]+)?(?:difficulty|complexity)\b",
@@ -44,11 +47,12 @@ _REWRITE_REFERENCE = re.compile(
 )
 _KO_EDIT = (r"(?:(?:추가|변경|수정|보완|강화|반영|명시|구체화)(?:했|하였)습니다|넣었습니다|바꾸었습니다|바꿨습니다"
             r"|높였습니다|늘렸습니다|줄였습니다|바뀌었습니다|(?:추가|변경|수정|강화)되었습니다)")
-_KO_TASK = r"(?:조건|제한|요구|단계|난이도|복잡|지시문|지시|프롬프트|예시|제약|규칙|형식|질문|과제)"
-_KO_ORIGIN = r"(?:원래|기존|원본|원문|재작성)"
-_KO_REPORT = re.compile(rf"{_KO_TASK}[^\n]*{_KO_EDIT}|{_KO_ORIGIN}")
-# "단어 수 제한을 추가했습니다." needs no subject in Korean; the sentence must end on the edit.
-_KO_SUBJECTLESS_REPORT = re.compile(rf"{_KO_TASK}[^\n]*{_KO_EDIT}[.!。]?$")
+_KO_ADDED_PART = r"(?:조건|제한|요구|난이도|복잡|지시문|지시|프롬프트|제약)"
+_KO_ORIGIN = r"(?:(?:원래|기존|원본|원문)(?:의)?[ \t]*(?:지시문|지시|프롬프트|보다)|재작성)"
+_KO_REPORT = re.compile(rf"{_KO_ADDED_PART}[^\n]*{_KO_EDIT}|{_KO_ORIGIN}")
+# "단어 수 제한을 추가했습니다." needs no subject in Korean: the sentence ends on the edit, and
+# what it added is a limit or a constraint ("코드에 조건을 추가했습니다." is the user's).
+_KO_SUBJECTLESS_REPORT = re.compile(rf"(?:제한|제약|난이도|복잡|지시문|프롬프트)[^\n]*{_KO_EDIT}[.!。]?$")
 
 # --- what makes a line instruction-like, whatever else it looks like --------------------
 

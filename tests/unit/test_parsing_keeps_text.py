@@ -162,6 +162,18 @@ def test_lenient_paragraph_fallback_keeps_the_instruction_and_its_input(seed):
         assert parsed.text == expected and parsed.lenient, answer
 
 
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("Answer the following question:\nWhat is 2 + 2, and why?", "Answer the following question:\nWhat is 2 + 2, and why?"),
+    ("## Weekly report\nSummarize the notes in five bullet points.", "## Weekly report\nSummarize the notes in five bullet points."),
+    ("**Task:**\nSummarize the notes in five bullet points.", "**Task:**\nSummarize the notes in five bullet points."),
+    ("**Here is the harder prompt**\nSummarize the notes in five bullets.", "Summarize the notes in five bullets."),
+    ("### New Version\nSummarize the notes in five bullets.", "Summarize the notes in five bullets."),
+    ("수정된 지시문:\n회의록을 다섯 줄로 요약하세요.", "회의록을 다섯 줄로 요약하세요."),
+])
+def test_lenient_fallback_drops_only_a_header_that_announces_the_rewrite(answer, expected):
+    assert parse_evolved_instruction(answer, "lenient").text == expected
+
+
 # --- the trailing remarks that are cut, and the look-alikes that are not ---------------------
 
 INSTRUCTION = "Rewrite the paragraph below for a ten-year-old reader.\nKeep all three facts."
@@ -208,6 +220,13 @@ def test_a_final_remark_about_the_rewrite_is_cut(remark, mode):
     f"{INSTRUCTION}\n\n참고: 저는 설탕을 추가했습니다.",
     f"{INSTRUCTION}\n\n(단어 수 제한을 추가했습니까?)",
     f"{INSTRUCTION}\n\nChanges made:\n- Added a word limit.",
+    f"{INSTRUCTION}\n\nNote: I included a step-by-step guide.",
+    f"{INSTRUCTION}\n\nNote: I added a condition to the if statement.",
+    f"{INSTRUCTION}\n\nNote: the original version had three verses.",
+    f"{INSTRUCTION}\n\n(I revised the second example.)",
+    f"{INSTRUCTION}\n\n코드에 조건을 추가했습니다.",
+    f"{INSTRUCTION}\n\n예시를 두 개 추가했습니다.",
+    f"{INSTRUCTION}\n\n이 지시문은 원래 회의록에서 나온 것입니다.",
     # A remark inside the input block is the user's data.
     f"{INSTRUCTION}{INPUT_SEPARATOR}Photosynthesis happens in leaves.\n\nNote: I added a constraint about length.",
     # Hashtags and placeholders are not a commentary section.
