@@ -59,7 +59,16 @@ def _columns_of_lists(path: Path, data: Any) -> dict[str, list] | None:
 
 
 def _whole_json_document(path: Path, text_path: Path) -> Any | None:
-    """The file's one JSON value, or None for JSON lines (several values, one a line)."""
+    """The file's one JSON value, or None for JSON lines (one value a line), which are never read whole."""
+    with open(text_path, encoding="utf-8") as handle:
+        first = next(line for line in handle if line.strip())
+        if first.lstrip().startswith("{"):
+            try:
+                value = json.loads(first)
+            except json.JSONDecodeError:
+                value = None  # an object over several lines: a whole document
+            else:
+                return value if not any(line.strip() for line in handle) else None
     text = text_path.read_text(encoding="utf-8")
     try:
         return json.loads(text)
@@ -118,6 +127,27 @@ def _check_csv_rows(path: Path, text_path: Path, separator: str) -> None:
         raise ConfigError(f"{path}: has a header line but no data rows")
 
 
+def _json_document_table(path: Path, text_path: Path):
+    """A table built from a whole-document object (split, columns, one record); None leaves an array of
+    objects or JSON lines, both checked here, to `datasets`."""
+    import datasets
+
+    document = _whole_json_document(path, text_path)
+    if isinstance(document, dict):
+        columns = _pandas_split_json(path, document) or _columns_of_lists(path, document)
+        return datasets.Dataset.from_dict(columns if columns is not None else {k: [v] for k, v in document.items()})
+    if isinstance(document, list):
+        if (bad := next((i for i, row in enumerate(document) if not isinstance(row, dict)), None)) is not None:
+            raise ConfigError(f"{path}: element {bad} of the JSON array is a {type(document[bad]).__name__}, "
+                              "not an object")
+    elif document is None:
+        _check_json_lines(path, text_path)
+    else:
+        raise ConfigError(f"{path}: holds a single JSON {type(document).__name__}, not rows (use an array of "
+                          "objects, or one object a line)")
+    return None
+
+
 def _read_local(path: Path, builder: str, notes: list[str]):
     import datasets
 
@@ -130,19 +160,8 @@ def _read_local(path: Path, builder: str, notes: list[str]):
             raise ConfigError(f"--data-path {path}: the file holds only blank lines")
     options: dict[str, Any] = {}
     if builder == "json":
-        document = _whole_json_document(path, text_path)
-        if isinstance(document, dict):
-            columns = _pandas_split_json(path, document) or _columns_of_lists(path, document)
-            return datasets.Dataset.from_dict(columns if columns is not None else {k: [v] for k, v in document.items()})
-        if isinstance(document, list):
-            if (bad := next((i for i, row in enumerate(document) if not isinstance(row, dict)), None)) is not None:
-                raise ConfigError(f"{path}: element {bad} of the JSON array is a {type(document[bad]).__name__}, "
-                                  "not an object")
-        elif document is None:
-            _check_json_lines(path, text_path)
-        else:
-            raise ConfigError(f"{path}: holds a single JSON {type(document).__name__}, not rows (use an array of "
-                              "objects, or one object a line)")
+        if (table := _json_document_table(path, text_path)) is not None:
+            return table
         # JSON is parsed in 1 MB pieces rather than the default 10 MB: peak memory then stops
         # growing with the file at about 1 MB of text instead of 10 (-19 MB at 10k rows).
         options = {"chunksize": 1 << 20}
@@ -153,6 +172,8 @@ def _read_local(path: Path, builder: str, notes: list[str]):
             notes.append(f"--data-path {path}: read as {'tab' if separator == chr(9) else repr(separator)}-separated "
                          "(the header has no comma)")
         _check_csv_rows(path, text_path, separator)
+    if text_path != path:  # the copy's Arrow cache lives and goes with the copy, not in the user's HF cache
+        options["cache_dir"] = str(text_path.parent / "datasets_cache")
     try:
         return datasets.load_dataset(builder, data_files=str(text_path), split="train", **options)
     except Exception as exc:  # the library's message is long and names its own classes: keep its cause
