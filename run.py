@@ -271,7 +271,7 @@ def check_workers(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from failure_checks.preflight import check_run
+    from run_checks import check_run
     from llm_access.client import FatalLLMError
     from llm_access.embedded_server import EmbeddedServerError, embedded_server
     from publishing.dataset_folder import save_options

@@ -1,39 +1,21 @@
-"""Preflight: every file, module and setting a run names is checked before any server starts or LLM call.
+"""Checks of single files and settings that need none of the run's machinery (nodes, clients).
 
-run.py calls `check_run` before a run and for --dry-run. A mistake is a one-line
-ConfigError naming its flag, so a typo costs nothing instead of the optimization phase.
+`run_checks.check_run` composes them with the checks that do need it; the nodes and graph
+use `optimizes` to choose their path.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 
+import yaml
+
 from failure_checks.rules import FailureRules
-from record_store.loading import SeedSet, read_seed_set, split_train_dev
 from settings import RunSettings
 from user_errors import ConfigError
-
-
-def check_run(settings: RunSettings, cache_path: str | None = None) -> SeedSet:
-    """Check the rules, method file, diversity steps, output paths and data; returns the seed set read."""
-    from nodes.diversity import BUILT_IN_STEPS, load_step, step_names_of  # the run's machinery: only when checking
-    from nodes.loader import starting_method
-
-    load_rules(settings.rules_path)
-    starting_method(settings.method_file)
-    for name in step_names_of(settings):
-        if name not in BUILT_IN_STEPS:
-            load_step(name)
-    check_writable_directory("--save-path", Path(settings.save_path))
-    check_writable_file("--cache", Path(cache_path) if cache_path else Path(settings.save_path) / "llm_cache.sqlite")
-    seeds = read_seed_set(settings)
-    if optimizes(settings):
-        split_train_dev(seeds.rows, settings)
-        if settings.min_improvement > settings.dev_size:
-            raise ConfigError(f"--min-improvement {settings.min_improvement} is more than --dev-size "
-                              f"{settings.dev_size}: no candidate could ever replace the method")
-    return seeds
 
 
 def optimizes(settings: RunSettings) -> bool:
@@ -44,9 +26,20 @@ def optimizes(settings: RunSettings) -> bool:
 def load_rules(path: str | None) -> FailureRules:
     """The failure rules, or a one-line error naming --rules (unknown key, broken YAML, missing file)."""
     try:
-        return FailureRules.load(path)
+        rules = FailureRules.load(path)
     except ValueError as exc:
         raise ConfigError(f"--rules: {exc}") from None
+    if path is not None and _is_empty_yaml(Path(path)):
+        raise ConfigError(f"--rules {path}: has no rules (the file is empty); leave --rules unset for the default "
+                          "rules/failure_rules.yaml")
+    return rules
+
+
+def _is_empty_yaml(path: Path) -> bool:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) is None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # FailureRules.load has read it already; only emptiness is asked here
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -65,6 +58,11 @@ def check_writable_directory(flag: str, path: Path) -> None:
         raise ConfigError(f"{flag} {path}: cannot create it, {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: {existing} is not writable")
+    try:  # permission bits are not the whole story (/proc, read-only mounts): try it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create files in {existing} ({exc.strerror})") from None
 
 
 def check_writable_file(flag: str, path: Path) -> None:
@@ -74,3 +72,31 @@ def check_writable_file(flag: str, path: Path) -> None:
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{flag} {path}: is not writable")
     check_writable_directory(flag, path.parent)
+
+
+SQLITE_HEADER = b"SQLite format 3\0"
+
+
+def check_cache_file(path: Path) -> None:
+    """--cache names an SQLite file (or none yet) that can be written."""
+    check_writable_file("--cache", path)
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as handle:
+            if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise ConfigError(f"--cache {path}: is not an SQLite answer cache (it holds something else); "
+                                  "name a new file or an earlier run's llm_cache.sqlite")
+
+
+def check_save_path(directory: Path) -> None:
+    """--save-path can be written, and any settings.json in it is one a run wrote (a JSON object)."""
+    check_writable_directory("--save-path", directory)
+    saved = directory / "settings.json"
+    if not saved.is_file():
+        return
+    try:
+        settings = json.loads(saved.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        settings = None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--save-path {directory}: {saved} is not a run's settings (not a JSON object); "
+                          "move it away or use another --save-path")

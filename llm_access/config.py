@@ -10,10 +10,11 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import yaml
 from dotenv import find_dotenv, load_dotenv
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from failure_checks.markers import ParseMode
 from user_errors import ConfigError
@@ -41,9 +42,61 @@ class EndpointConfig(BaseModel):
     weight: float = Field(default=1.0, gt=0)
     """Preference among endpoints with room: load is measured as in-flight / (limit x weight)."""
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return http_url(url)
+
+
+def http_url(url: str, field: str = "") -> str:
+    """`url` when it is an http(s) URL with a host; a ValueError naming `field` and what is wrong otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{field}{' ' if field else ''}'{_without_secrets(url)}' is not an http:// or https:// URL (e.g. https://api.example.com/v1)")
+    return url
+
+
+def _without_secrets(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
+
 
 SECRET_IN_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]+@", re.IGNORECASE)
-SECRET_KEY_NAME = re.compile(r"(^|[_-])(api_?key|key|token|secret|password|authorization)($|[_-])", re.IGNORECASE)
+SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "auth", "authorization", "credential",
+                "credentials", "bearer", "signature", "sig", "cookie"}
+"""Words of a field or query-parameter name that mark its value as a secret (`x-api-key`, `accessToken`)."""
+SECRET_VALUE = re.compile(r"^\s*(bearer|basic|token)\s+\S", re.IGNORECASE)
+
+
+def names_a_secret(name: str) -> bool:
+    """Whether a field name such as `api_key`, `X-Auth-Token` or `accessToken` says it holds a secret."""
+    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", str(name))
+    lowered = [word.lower() for word in words]
+    return any(word in SECRET_WORDS for word in lowered) or "apikey" in "".join(lowered)
+
+
+def secret_in(value: Any, where: str) -> str | None:
+    """The dotted path of the first secret-looking key or value inside `value` (dicts and lists, any depth)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if names_a_secret(key):
+                return f"{where}.{key}"
+            if (found := secret_in(inner, f"{where}.{key}")) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            if (found := secret_in(inner, f"{where}[{index}]")) is not None:
+                return found
+    elif isinstance(value, str) and (SECRET_VALUE.search(value) or secret_in_url(value)):
+        return where
+    return None
+
+
+def secret_in_url(url: str) -> bool:
+    """Credentials before the host (`user:key@`) or a secret-named query parameter (`?api_key=`)."""
+    if SECRET_IN_URL.search(url):
+        return True
+    return any(names_a_secret(name) for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
 class LLMConfig(BaseModel):
@@ -63,15 +116,15 @@ class LLMConfig(BaseModel):
     """Model id sent to the endpoint."""
     api_key_env: str | None = None
     """Name of the env variable holding the API key; None for keyless local servers."""
-    temperature: float = 0.7
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     """Sampling temperature."""
-    top_p: float = 0.95
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     """Nucleus sampling mass."""
-    max_tokens: int = 1024
+    max_tokens: int = Field(default=1024, ge=1)
     """Completion cap, always sent as `max_tokens` in the request body."""
-    timeout: float = 120.0
+    timeout: float = Field(default=120.0, gt=0)
     """Seconds before one request is abandoned."""
-    max_retries: int = 3
+    max_retries: int = Field(default=3, ge=0)
     """Retries of a transient failure before the item becomes a failure."""
     concurrency: int = Field(default=8, ge=1)
     """Cap on requests in flight per endpoint; the actual limit adapts below it on throttling."""
@@ -93,6 +146,8 @@ class LLMConfig(BaseModel):
     @model_validator(mode="after")
     def _one_endpoint_shape(self) -> "LLMConfig":
         urls = [e.base_url for e in self.endpoints] if self.endpoints is not None else self.base_url
+        for url in [] if self.endpoints is not None else urls if isinstance(urls, list) else [urls] if urls else []:
+            http_url(url, "base_url")
         if self.endpoints is not None and self.base_url is not None:
             raise ValueError("give either base_url or endpoints, not both")
         if isinstance(urls, list):
@@ -110,12 +165,11 @@ class LLMConfig(BaseModel):
         # in the environment, named by api_key_env, never in a field that is written out.
         urls = [e.base_url for e in self.endpoints] if self.endpoints is not None else self.base_url
         for url in urls if isinstance(urls, list) else [urls] if urls else []:
-            if SECRET_IN_URL.search(url):
-                raise ValueError(f"{url.split('@')[-1]}: put the credentials in an env variable named by api_key_env, "
-                                 "not in the URL")
-        for key in self.extra_body:
-            if SECRET_KEY_NAME.search(str(key)):
-                raise ValueError(f"extra_body.{key} looks like a secret: put it in an env variable named by api_key_env")
+            if secret_in_url(url):
+                raise ValueError(f"base_url {_without_secrets(url)}: holds credentials (before the host or in the query); "
+                                 "put the key in an env variable named by api_key_env")
+        if (where := secret_in(self.extra_body, "extra_body")) is not None:
+            raise ValueError(f"{where} looks like a secret: put it in an env variable named by api_key_env")
 
     @model_serializer(mode="wrap")
     def _without_unset_pool_fields(self, handler) -> dict[str, Any]:
@@ -193,7 +247,10 @@ def load_llm_config(preset_or_path: str, role: Role) -> LLMConfig:
     """Build a config from a preset name or a YAML file (which may start from `preset:`)."""
     load_dotenv(find_dotenv(usecwd=True))
     if preset_or_path in PRESET_NAMES:
-        return LLMConfig(**_preset(preset_or_path, role))
+        try:  # a preset reads its URL and model from the environment (DEEPSEEK_BASE_URL, ...)
+            return LLMConfig(**_preset(preset_or_path, role))
+        except ValidationError as exc:
+            raise ConfigError(f"LLM preset '{preset_or_path}' (as the environment sets it): {_one_line(exc)}") from None
     path = Path(preset_or_path)
     if not path.is_file():
         raise ConfigError(

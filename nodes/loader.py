@@ -24,9 +24,16 @@ def starting_method(method_file: str | None) -> tuple[str, str]:
     if method_file is None:
         return initial_method(), "e0"
     path = Path(method_file)
-    if not path.is_file() or not path.read_text(encoding="utf-8").strip():
+    if path.is_dir():
+        raise ConfigError(f"--method-file {method_file}: is a directory; name a text file (e.g. a run's method.txt)")
+    try:
+        text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--method-file {method_file}: not UTF-8 text (byte {exc.start}); a method is a text file "
+                          "such as a run's method.txt") from None
+    if not text:
         raise ConfigError(f"--method-file {method_file}: no such file, or it is empty")
-    return path.read_text(encoding="utf-8").strip(), "file"
+    return text, "file"
 
 
 @timed("load")

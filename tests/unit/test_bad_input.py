@@ -47,3 +47,18 @@ def test_wrong_api_key_ends_the_run_naming_the_variable(tmp_path):
         requests = running.proxy.requests
     assert_one_line_error(result, "401", "MY_PROVIDER_KEY")
     assert requests <= 4  # calls in flight when the first 401 came back; none retried
+
+
+def test_a_cp949_csv_from_excel_is_read_by_the_real_command(tmp_path):
+    """Issue 18: a cp949 export was `cannot be read (DatasetGenerationError)`; now it loads and says how."""
+    rows = ["서울의 겨울 날씨를 설명하세요.", "김치찌개 끓이는 법을 알려 주세요.", "광합성이 무엇인지 설명하세요.",
+            "조선 시대의 과거 제도를 요약하세요.", "한강의 다리 다섯 개를 나열하세요.", "운동이 건강에 좋은 이유를 쓰세요.",
+            "태양계 행성을 크기 순서로 말해 주세요.", "한글을 만든 사람과 그 이유를 설명하세요.", "커피와 녹차를 비교하세요.",
+            "지하철 노선도를 읽는 요령을 알려 주세요.", "봄에 피는 꽃 네 가지를 소개하세요.", "은행 계좌를 여는 절차를 쓰세요."]
+    data = tmp_path / "excel.csv"
+    data.write_bytes(("instruction\r\n" + "".join(f"{row}\r\n" for row in rows)).encode("cp949"))
+    before = data.read_bytes()
+    result = run_cli("--data-path", str(data), "--save-path", str(tmp_path / "o"), "--dry-run")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "read as cp949" in result.stderr and "(12 instructions in the generation set" in result.stdout
+    assert data.read_bytes() == before

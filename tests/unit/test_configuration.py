@@ -95,7 +95,18 @@ def test_yaml_errors_are_one_line(tmp_path):
 
 @pytest.mark.parametrize("line,named", [
     ("extra_body: {api_key: sk-inline-0123456789}", "extra_body.api_key"),
-    ("base_url: https://user:pass@api.example.com/v1", "not in the URL"),
+    ("base_url: https://user:pass@api.example.com/v1", "base_url https://api.example.com/v1: holds credentials"),
+    ("base_url: https://api.example.com/v1?api_key=sk-inline-0123456789", "base_url https://api.example.com/v1:"),
+    ("base_url: https://api.example.com/v1?key=sk-inline-0123456789", "holds credentials"),
+    ("base_url: https://api.example.com/v1?model=x&token=sk-inline-0123456789", "holds credentials"),
+    ("endpoints: [{base_url: 'http://10.0.0.5:8000/v1?access_token=sk-inline-0123456789'}]", "holds credentials"),
+    ("extra_body: {headers: {Authorization: Bearer sk-inline-0123456789}}", "extra_body.headers.Authorization"),
+    ("extra_body: {headers: {X-Custom: Bearer sk-inline-0123456789}}", "extra_body.headers.X-Custom"),
+    ("extra_body: {options: [{auth: sk-inline-0123456789}]}", "extra_body.options[0].auth"),
+    ("extra_body: {metadata: {accessToken: sk-inline-0123456789}}", "extra_body.metadata.accessToken"),
+    ("extra_body: {nested: {deeper: {password: sk-inline-0123456789}}}", "extra_body.nested.deeper.password"),
+    ("extra_body: {secret: sk-inline-0123456789}", "extra_body.secret"),
+    ("extra_body: {callback: 'https://hooks.example.com/x?sig=sk-inline-0123456789'}", "extra_body.callback"),
 ])
 def test_a_secret_written_into_the_config_is_refused_in_one_line(tmp_path, line, named):
     config = tmp_path / "inline.yaml"
@@ -111,3 +122,34 @@ def test_ordinary_extra_body_fields_are_not_taken_for_secrets(tmp_path):
     config = tmp_path / "fine.yaml"
     config.write_text("preset: openai\nextra_body: {max_tokens: 64, top_k: 20, chat_template_kwargs: {enable_thinking: false}}\n")
     assert load_llm_config(str(config), "evol").extra_body["top_k"] == 20
+
+
+@pytest.mark.parametrize("line,field", [
+    ("max_retries: -5", "max_retries"), ("timeout: 0", "timeout"), ("timeout: -1", "timeout"),
+    ("max_tokens: 0", "max_tokens"), ("temperature: 7", "temperature"), ("temperature: -0.1", "temperature"),
+    ("top_p: 0", "top_p"), ("top_p: 1.5", "top_p"), ("concurrency: 0", "concurrency"),
+    ("base_url: api.example.com/v1", "base_url"), ("base_url: ftp://api.example.com/v1", "base_url"),
+    ("base_url: [http://a:1/v1, 'b:2/v1']", "base_url"),
+    ("endpoints: [{base_url: 'localhost:8000/v1'}]", "endpoints.0.base_url"),
+])
+def test_a_value_that_cannot_work_is_one_line_naming_the_field_and_file(tmp_path, line, field):
+    config = tmp_path / "ranges.yaml"
+    config.write_text(f"preset: openai\n{line}\n")
+    with pytest.raises(ConfigError) as error:
+        load_llm_config(str(config), "evol")
+    message = str(error.value)
+    assert message.startswith(f"{config}: ") and field in message and "\n" not in message
+
+
+@pytest.mark.parametrize("line", ["max_retries: 0", "temperature: 0", "temperature: 2", "top_p: 1",
+                                  "base_url: HTTPS://API.EXAMPLE.COM/v1", "base_url: http://[::1]:8000/v1"])
+def test_the_edges_of_each_range_are_accepted(tmp_path, line):
+    config = tmp_path / "edges.yaml"
+    config.write_text(f"preset: openai\n{line}\n")
+    load_llm_config(str(config), "evol")
+
+
+def test_a_preset_with_a_broken_url_from_the_environment_is_one_line(monkeypatch):
+    monkeypatch.setenv("DEEPSEEK_BASE_URL", "api.deepseek.com")
+    with pytest.raises(ConfigError, match="LLM preset 'deepseek'.*not an http"):
+        load_llm_config("deepseek", "evol")

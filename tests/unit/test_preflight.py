@@ -6,64 +6,21 @@ came too late would let the run reach it, and the count would not be zero.
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import json
 
 import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
-from conftest import REPO
+from conftest import REPO, make_settings
+from counting_endpoint import endpoint, run_expecting_error  # noqa: F401 (a fixture)
 from run import main
+from run_checks import check_run
 
-
-class CountingServer:
-    """An OpenAI-shaped endpoint on 127.0.0.1 that only counts requests (and answers 401: no retries)."""
-
-    def __init__(self):
-        counter = self
-        self.requests = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                counter.requests += 1
-                self.send_response(401)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/v1"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def endpoint(tmp_path, monkeypatch):
-    server = CountingServer()
-    config = tmp_path / "counting.yaml"
-    config.write_text(f"preset: openai\nbase_url: {server.base_url}\napi_key_env: COUNTING_KEY\nmax_retries: 0\n")
-    monkeypatch.setenv("COUNTING_KEY", "x")
-    yield server, str(config)
-    server.close()
-
-
-def run_expecting_error(endpoint, tmp_path, capsys, *args, save=True):
-    server, config = endpoint
-    argv = ["--evol-llm-config", config, "--quiet", *args]
-    if save:
-        argv += ["--save-path", str(tmp_path / "out")]
-    assert main(argv) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1
-    assert server.requests == 0, "an LLM request was sent before the mistake was found"
-    return errors[0]
+DISTINCT = ["Describe the water cycle.", "List three uses of copper.", "Write a limerick about cats.",
+            "Explain how vaccines work.", "Plan a two-day trip to Busan.", "Compare tea and coffee.",
+            "Summarise the plot of Hamlet.", "Give tips for a job interview.", "How do tides form?",
+            "Translate 'good morning' into French.", "Why is the sky blue?", "Name five prime numbers.",
+            "Draft an apology email to a client.", "Outline a beginner's running plan."]
 
 
 def write(path, text):
@@ -159,3 +116,65 @@ def test_the_counting_endpoint_does_see_a_run_that_passes_the_checks(endpoint, t
     server, config = endpoint
     main(["--evol-llm-config", config, "--quiet", "--save-path", str(tmp_path / "out")])
     assert server.requests > 0
+
+
+# Issue 18: what a user's flags and files really hold.
+
+def test_an_input_field_that_is_not_text_is_named_with_its_type(endpoint, tmp_path, capsys):
+    rows = "".join(json.dumps({"instruction": f"Summarise report {i}.", "n": i}) + "\n" for i in range(14))
+    error = run_expecting_error(endpoint, tmp_path, capsys, "--data-path", write(tmp_path / "n.jsonl", rows),
+                                "--input-field", "n")
+    assert "--input-field 'n' holds int values, not text" in error
+
+
+def test_repeated_ids_are_kept_renamed_and_said_so(tmp_path, capsys):
+    rows = "".join(json.dumps({"id": "same" if i % 2 else f"r{i}", "instruction": text}) + "\n"
+                   for i, text in enumerate(DISTINCT))
+    seeds = check_run(make_settings(tmp_path, data_path=write(tmp_path / "ids.jsonl", rows)))
+    assert len({row["id"] for row in seeds.rows}) == len(DISTINCT)
+    notes = [line for line in capsys.readouterr().err.splitlines() if "repeat an earlier row's id" in line]
+    assert len(notes) == 1 and f"{len(DISTINCT) // 2 - 1} rows" in notes[0] and "same#3" in notes[0]
+
+
+def test_split_with_a_local_file_says_it_is_ignored(tmp_path, capsys):
+    check_run(make_settings(tmp_path, split="test"))
+    assert "--split test is ignored" in capsys.readouterr().err
+
+
+def test_a_batch_size_above_the_train_size_says_it_is_capped(tmp_path, capsys):
+    check_run(make_settings(tmp_path, batch_size=9, train_size=4))
+    assert "--batch-size 9 is more than --train-size 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["", "\n# only a comment\n"])
+def test_an_empty_rules_file_is_an_error_not_no_rules(endpoint, tmp_path, capsys, content):
+    error = run_expecting_error(endpoint, tmp_path, capsys, "--rules", write(tmp_path / "empty_rules.yaml", content))
+    assert "--rules" in error and "empty_rules.yaml" in error and "has no rules" in error
+
+
+def test_a_save_path_in_proc_is_refused_before_the_run(endpoint, tmp_path, capsys):
+    error = run_expecting_error(endpoint, tmp_path, capsys, "--save-path", "/proc/autoevol_out", save=False)
+    assert "--save-path /proc/autoevol_out" in error and "cannot create files in /proc" in error
+
+
+def test_a_binary_method_file_is_one_line(endpoint, tmp_path, capsys):
+    method = tmp_path / "method.bin"
+    method.write_bytes(bytes(range(128, 256)) * 4)
+    error = run_expecting_error(endpoint, tmp_path, capsys, "--method-file", str(method))
+    assert "--method-file" in error and "not UTF-8 text" in error
+
+
+def test_a_cache_that_is_not_sqlite_is_named(endpoint, tmp_path, capsys):
+    cache = write(tmp_path / "notes.txt", "my notes, not a cache\n")
+    error = run_expecting_error(endpoint, tmp_path, capsys, "--cache", cache)
+    assert "--cache" in error and "not an SQLite answer cache" in error
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "my notes, not a cache\n"
+
+
+@pytest.mark.parametrize("content", ["not json {", "[1, 2]", "\xff\xfe"])
+def test_a_settings_json_that_no_run_wrote_is_named(endpoint, tmp_path, capsys, content):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "settings.json").write_bytes(content.encode("latin-1"))
+    error = run_expecting_error(endpoint, tmp_path, capsys)
+    assert "settings.json" in error and "not a run's settings" in error
