@@ -10,18 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from user_errors import ConfigError
 
 from settings import RunSettings, scalar_type, setting_inputs, settings_from_inputs
-
-RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
-                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json", "publish.json")
-RESULT_FOLDERS = ("dataset", ".dataset.building", "shards")
-
 
 def positive(value: str) -> int:
     number = int(value)
@@ -87,25 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
-    """Refuse to mix two different runs in one directory; --overwrite starts fresh."""
-    directory = Path(settings.save_path)
-    if overwrite:
-        leftovers = [directory / name for name in RESULT_FILES] + list(directory.glob("*.sqlite-*"))
-        for path in leftovers:  # sqlite may leave -wal / -journal files after a crash
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        for name in RESULT_FOLDERS:
-            shutil.rmtree(directory / name, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    saved = directory / "settings.json"
-    current = settings.model_dump(mode="json")
-    if saved.exists() and json.loads(saved.read_text(encoding="utf-8")) != current:
-        previous = json.loads(saved.read_text(encoding="utf-8"))
-        changed = sorted(k for k in current if current.get(k) != previous.get(k))
-        raise ConfigError(f"{directory} holds a run with other settings ({', '.join(changed)} changed): "
-                          "use another --save-path, or --overwrite to start fresh")
-    saved.write_text(json.dumps(current, ensure_ascii=False, indent=2), encoding="utf-8")
+def prepare_directory(settings: RunSettings, overwrite: bool, seeds=None, cache: str | None = None,
+                      may_replace: bool = True) -> None:
+    """Refuse to mix two different runs in one directory, or to touch a user's file; --overwrite starts fresh.
+
+    See record_store.run_directory: the same check runs for every way into the graph.
+    """
+    from record_store.run_directory import prepare_run_directory
+
+    if note := prepare_run_directory(settings, overwrite, seeds, cache, may_replace):
+        print(note, file=sys.stderr)
 
 
 # Every loop here is bounded by max_steps, loop and the data; the limit only guards
@@ -156,8 +141,11 @@ async def checkpoint_writes_landed(saver, timeout: float = 30.0) -> None:
 
 async def execute(settings: RunSettings, embedded_url: str | None = None, cache: str | None = None,
                   models: dict | None = None, quiet: bool = False, max_budget_tokens: int | None = None,
-                  workers: int = 1, ray_address: str | None = None) -> dict:
+                  workers: int = 1, ray_address: str | None = None, seeds=None) -> dict:
     """Run (or resume) the workflow; `models` swaps in chat models by role, for tests.
+
+    The save path is checked first, as for every way into the graph; `seeds`, the checked seed set
+    when the caller has read it, saves reading the data again.
 
     With `workers` ≥ 2, generation levels stream on Ray (ray_backend.workers); the rest stays here.
     """
@@ -167,6 +155,7 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
     from run_report.progress import ProgressDisplay
     from resources import RunResources
 
+    prepare_directory(settings, overwrite=False, seeds=seeds, cache=cache)
     resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache, models=models,
                                    max_budget_tokens=max_budget_tokens)
     if workers > 1:
@@ -294,13 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(settings, seeds)
             return 0
-        prepare_directory(settings, args.overwrite)
+        prepare_directory(settings, args.overwrite, seeds, args.cache)
         save_options(Path(settings.save_path), args.license, args.push_to_hub)
         needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
         with embedded_server() if needs_server else contextlib.nullcontext() as server:
             values = asyncio.run(execute(settings, server.base_url if server else None, args.cache,
                                          quiet=args.quiet, max_budget_tokens=args.max_budget_tokens,
-                                         workers=args.workers, ray_address=args.ray_address))
+                                         workers=args.workers, ray_address=args.ray_address, seeds=seeds))
         print_summary(values, settings)
         publish(Path(settings.save_path), args, token, rebuild=False)
         return 0
