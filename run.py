@@ -191,6 +191,23 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
                   f"({sum(u.get('cached_calls', 0) for u in usage)} answers from the cache)", file=sys.stderr)
 
 
+def nothing_written(values: dict, settings: RunSettings) -> str | None:
+    """The one line that says a run wrote no record at all (it is then no success), or None."""
+    from collections import Counter
+
+    directory = Path(settings.save_path)
+    records = directory / "records.jsonl"
+    if records.is_file() and records.stat().st_size:
+        return None
+    reasons = Counter()
+    if (failures := directory / "failures.jsonl").is_file():
+        with open(failures, encoding="utf-8") as handle:
+            reasons.update(json.loads(line)["reason"] for line in handle if line.strip())
+    top = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common(3)) or "none recorded"
+    return (f"no record was written: {values.get('rows_in', 0)} rows in, all failed; see {failures} "
+            f"(top reasons: {top})")
+
+
 def dry_run(settings: RunSettings, seeds) -> None:
     """Print the plan of calls and tokens for the checked seed set; no server is started and no LLM is called."""
     from run_report.plan import format_plan, plan_run
@@ -291,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                                          quiet=args.quiet, max_budget_tokens=args.max_budget_tokens,
                                          workers=args.workers, ray_address=args.ray_address, seeds=seeds))
         print_summary(values, settings)
+        if (empty := nothing_written(values, settings)) is not None:
+            print(f"error: {empty}", file=sys.stderr)
+            return 1
         publish(Path(settings.save_path), args, token, rebuild=False)
         return 0
     except (ConfigError, EmbeddedServerError, FatalLLMError, WorkerLost) as exc:

@@ -170,3 +170,14 @@ def test_a_run_that_did_something_still_refuses_new_settings(tmp_path):
     with pytest.raises(ConfigError, match=r"other settings \(loop changed\)"):
         run_workflow(make_settings(tmp_path, max_steps=2, loop=3, batch_size=2), ScriptedChatModel())
 
+
+def test_a_run_that_writes_no_record_exits_1_naming_the_reasons(tmp_path):
+    data = tmp_path / "empty_rows.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "instruction": text}) + "\n"
+                            for i, text in enumerate(["", "   ", None, ""])), encoding="utf-8")
+    result = run_cli("--data-path", str(data), "--save-path", str(tmp_path / "save"), "--max-steps", "0",
+                     "--evol-llm-config", str(llm_config(tmp_path / "llm.yaml", "http://127.0.0.1:9/v1")),
+                     "--quiet", timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert_one_line_error(result, "no record was written: 4 rows in, all failed", "failures.jsonl",
+                          "empty_instruction 4")
