@@ -71,8 +71,8 @@ class Manifest:
                 relative = path.relative_to(self.directory).as_posix()
                 if path.is_dir() and relative.startswith(f"{DATASET_FOLDER}/data"):
                     self.paths.add(_folder(relative))
-                elif path.name in LEGACY_DATASET_FILES and path.parent == dataset or \
-                        path.name == "train.parquet" and relative.startswith(f"{DATASET_FOLDER}/data/level_"):
+                elif (path.name in LEGACY_DATASET_FILES and path.parent == dataset) or \
+                        (path.name == "train.parquet" and relative.startswith(f"{DATASET_FOLDER}/data/level_")):
                     self.paths.add(relative)
 
     def owns(self, relative: str) -> bool:

@@ -181,3 +181,30 @@ def test_a_run_that_writes_no_record_exits_1_naming_the_reasons(tmp_path):
     assert result.returncode == 1, result.stderr[-2000:]
     assert_one_line_error(result, "no record was written: 4 rows in, all failed", "failures.jsonl",
                           "empty_instruction 4")
+
+
+def test_a_run_directory_from_before_the_manifest_is_the_tools_but_not_the_users_files_in_it(tmp_path):
+    from record_store.run_directory import prepare_run_directory
+
+    settings = make_settings(tmp_path, test_run=True, max_steps=0, loop=1)
+    run_workflow(settings, ScriptedChatModel())
+    save = Path(settings.save_path)
+    (save / ".autoevol-manifest.json").unlink()  # as an older version left it
+    mine = save / "dataset" / "data" / "my_split.parquet"
+    mine.write_bytes(b"not the tool's")
+    with pytest.raises(ConfigError, match="my_split.parquet was not written by autoevol"):
+        prepare_run_directory(settings, overwrite=True)
+    mine.unlink()
+    prepare_run_directory(settings, overwrite=True)
+    assert sorted(path.name for path in save.iterdir()) == [".autoevol-manifest.json", "settings.json"]
+
+
+def test_overwrite_keeps_the_cache_given_with_cache(tmp_path):
+    from record_store.run_directory import prepare_run_directory
+
+    settings = make_settings(tmp_path, test_run=True, max_steps=0, loop=1)
+    run_workflow(settings, ScriptedChatModel())  # its cache is SAVE_PATH/llm_cache.sqlite
+    cache = Path(settings.save_path) / "llm_cache.sqlite"
+    before = snapshot([cache])
+    prepare_run_directory(settings, overwrite=True, cache_path=str(cache))
+    assert snapshot([cache]) == before and not (Path(settings.save_path) / "records.jsonl").exists()
