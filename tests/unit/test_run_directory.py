@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,11 +51,20 @@ def cli_run(config: Path, data: Path, save: Path, *extra: str):
                    "--optim-llm-config", str(config), *SMALL_RUN, *extra, timeout=300)
 
 
+def main_in_process(capsys, *args: str) -> SimpleNamespace:
+    """run.py's main in this process (no interpreter start), as a finished command: exit code and stderr."""
+    from run import main
+
+    capsys.readouterr()
+    returncode = main(list(args))
+    return SimpleNamespace(returncode=returncode, stderr=capsys.readouterr().err)
+
+
 def snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int]]:
     return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in paths}
 
 
-def test_overwrite_never_deletes_the_file_the_run_reads(tmp_path, endpoint):
+def test_overwrite_never_deletes_the_file_the_run_reads(tmp_path, endpoint, capsys, monkeypatch):
     config, save = llm_config(tmp_path / "llm.yaml", endpoint), tmp_path / "save"
     first = cli_run(config, REPO / "data" / "sample_seed.jsonl", save)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -65,15 +75,18 @@ def test_overwrite_never_deletes_the_file_the_run_reads(tmp_path, endpoint):
     assert snapshot([records]) == before
     # Through a symlink and a relative path, the same file is recognised.
     (tmp_path / "link.jsonl").symlink_to(records)
-    result = run_cli("--data-path", os.path.relpath(tmp_path / "link.jsonl", REPO), "--save-path", str(save),
-                     "--evol-llm-config", str(config), "--optim-llm-config", str(config), *SMALL_RUN, "--overwrite")
+    monkeypatch.chdir(tmp_path)
+    result = main_in_process(capsys, "--data-path", "link.jsonl", "--save-path", str(save), "--evol-llm-config",
+                             str(config), "--optim-llm-config", str(config), *SMALL_RUN, "--overwrite")
     assert_one_line_error(result, "--data-path", "--overwrite")
     assert snapshot([records]) == before
 
 
-def test_the_users_files_in_the_save_path_and_in_dataset_are_never_touched(tmp_path, endpoint):
+def test_the_users_files_in_the_save_path_and_in_dataset_are_never_touched(tmp_path, endpoint, capsys):
     config, save = llm_config(tmp_path / "llm.yaml", endpoint), tmp_path / "save"
     data = REPO / "data" / "sample_seed.jsonl"
+    command = ("--data-path", str(data), "--save-path", str(save), "--evol-llm-config", str(config),
+               "--optim-llm-config", str(config), *SMALL_RUN)
     assert cli_run(config, data, save).returncode == 0
     beside, mine = save / "notes.txt", save / "dataset" / "my_notes.md"
     beside.write_text("my notes\n")
@@ -82,14 +95,14 @@ def test_the_users_files_in_the_save_path_and_in_dataset_are_never_touched(tmp_p
 
     rebuild = run_cli("--publish-only", str(save))
     assert_one_line_error(rebuild, "my_notes.md")
-    again = cli_run(config, data, save, "--overwrite")
+    again = main_in_process(capsys, *command, "--overwrite")
     assert_one_line_error(again, "my_notes.md")
     assert snapshot([beside, mine]) == planted
     assert (save / "dataset" / "README.md").is_file()  # the folder was not taken apart either
 
     mine.unlink()
-    assert cli_run(config, data, save, "--overwrite").returncode == 0
-    assert run_cli("--publish-only", str(save)).returncode == 0
+    assert main_in_process(capsys, *command, "--overwrite").returncode == 0
+    assert main_in_process(capsys, "--publish-only", str(save)).returncode == 0
     assert snapshot([beside]) == {beside: planted[beside]}
     manifest = json.loads((save / ".autoevol-manifest.json").read_text())["paths"]
     assert "dataset/README.md" in manifest and "notes.txt" not in manifest
