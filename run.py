@@ -81,15 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_directory(settings: RunSettings, overwrite: bool, seeds=None, cache: str | None = None,
-                      may_replace: bool = True) -> None:
+def prepare_directory(settings: RunSettings, overwrite: bool, seeds=None, cache: str | None = None) -> None:
     """Refuse to mix two different runs in one directory, or to touch a user's file; --overwrite starts fresh.
 
     See record_store.run_directory: the same check runs for every way into the graph.
     """
     from record_store.run_directory import prepare_run_directory
 
-    if note := prepare_run_directory(settings, overwrite, seeds, cache, may_replace):
+    if note := prepare_run_directory(settings, overwrite, seeds, cache):
         print(note, file=sys.stderr)
 
 
