@@ -8,6 +8,7 @@ settings, so every node of a run talks to the same clients and files.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from functools import wraps
@@ -26,6 +27,8 @@ from record_store.near_duplicates import NearDuplicateIndex
 from failure_checks.rules import FailureRules
 from llm_access.embedded_server import shared_embedded_server
 from llm_access.client import AnswerCache, ChatLLM, LLMPool, TokenBudget
+from record_store.loading import SeedSet
+from record_store.run_directory import prepare_run_directory
 from record_store.store import RecordStore, write_atomically
 
 _BUILT: dict[str, "RunResources"] = {}  # Studio runs, by thread id
@@ -95,12 +98,24 @@ def resources_from(config: RunnableConfig) -> RunResources:
     return _BUILT[thread]
 
 
-def start_resources(run_input: RunInput, config: RunnableConfig) -> RunResources:
-    """At the first node: run.py's resources, or build them from Studio's input form."""
+def run_settings(run_input: RunInput, config: RunnableConfig) -> RunSettings:
+    """The run's settings: run.py's, or those of Studio's input form."""
+    if (resources := (config.get("configurable") or {}).get("resources")) is not None:
+        return resources.settings
+    return settings_from_inputs(run_input.model_dump())[0]
+
+
+def start_resources(run_input: RunInput, config: RunnableConfig, seeds: SeedSet) -> RunResources:
+    """At the first node: check the save path against this run (its settings and the `seeds` read), then
+    run.py's resources, or resources built from Studio's input form."""
     configurable = config.get("configurable") or {}
     if configurable.get("resources") is not None:
+        # run.py checked the directory before opening its checkpoint file: here only the data is compared.
+        prepare_run_directory(configurable["resources"].settings, seeds=seeds, may_replace=False)
         return configurable["resources"]
-    settings, _ = settings_from_inputs(run_input.model_dump())
+    settings = run_settings(run_input, config)
+    if note := prepare_run_directory(settings, seeds=seeds):
+        print(note, file=sys.stderr)
     needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
     embedded_url = shared_embedded_server().base_url if needs_server else None
     _BUILT[configurable.get("thread_id")] = resources = RunResources.build(settings, embedded_url=embedded_url)

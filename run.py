@@ -10,18 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from user_errors import ConfigError
 
 from settings import RunSettings, scalar_type, setting_inputs, settings_from_inputs
-
-RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
-                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json", "publish.json")
-RESULT_FOLDERS = ("dataset", ".dataset.building", "shards")
-
 
 def positive(value: str) -> int:
     number = int(value)
@@ -87,25 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_directory(settings: RunSettings, overwrite: bool) -> None:
-    """Refuse to mix two different runs in one directory; --overwrite starts fresh."""
-    directory = Path(settings.save_path)
-    if overwrite:
-        leftovers = [directory / name for name in RESULT_FILES] + list(directory.glob("*.sqlite-*"))
-        for path in leftovers:  # sqlite may leave -wal / -journal files after a crash
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        for name in RESULT_FOLDERS:
-            shutil.rmtree(directory / name, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    saved = directory / "settings.json"
-    current = settings.model_dump(mode="json")
-    if saved.exists() and json.loads(saved.read_text(encoding="utf-8")) != current:
-        previous = json.loads(saved.read_text(encoding="utf-8"))
-        changed = sorted(k for k in current if current.get(k) != previous.get(k))
-        raise ConfigError(f"{directory} holds a run with other settings ({', '.join(changed)} changed): "
-                          "use another --save-path, or --overwrite to start fresh")
-    saved.write_text(json.dumps(current, ensure_ascii=False, indent=2), encoding="utf-8")
+def prepare_directory(settings: RunSettings, overwrite: bool, seeds=None, cache: str | None = None) -> None:
+    """Refuse to mix two different runs in one directory, or to touch a user's file; --overwrite starts fresh.
+
+    See record_store.run_directory: the same check runs for every way into the graph.
+    """
+    from record_store.run_directory import prepare_run_directory
+
+    if note := prepare_run_directory(settings, overwrite, seeds, cache):
+        print(note, file=sys.stderr)
 
 
 # Every loop here is bounded by max_steps, loop and the data; the limit only guards
@@ -156,8 +140,11 @@ async def checkpoint_writes_landed(saver, timeout: float = 30.0) -> None:
 
 async def execute(settings: RunSettings, embedded_url: str | None = None, cache: str | None = None,
                   models: dict | None = None, quiet: bool = False, max_budget_tokens: int | None = None,
-                  workers: int = 1, ray_address: str | None = None) -> dict:
+                  workers: int = 1, ray_address: str | None = None, seeds=None) -> dict:
     """Run (or resume) the workflow; `models` swaps in chat models by role, for tests.
+
+    The save path is checked first, as for every way into the graph; `seeds`, the checked seed set
+    when the caller has read it, saves reading the data again.
 
     With `workers` ≥ 2, generation levels stream on Ray (ray_backend.workers); the rest stays here.
     """
@@ -167,6 +154,7 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
     from run_report.progress import ProgressDisplay
     from resources import RunResources
 
+    prepare_directory(settings, overwrite=False, seeds=seeds, cache=cache)
     resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache, models=models,
                                    max_budget_tokens=max_budget_tokens)
     if workers > 1:
@@ -200,6 +188,23 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
             # Printed even with --quiet: it is the one figure that tells what a resume cost.
             print(f"LLM requests sent by this invocation: {sum(u.get('requests', 0) for u in usage)} "
                   f"({sum(u.get('cached_calls', 0) for u in usage)} answers from the cache)", file=sys.stderr)
+
+
+def nothing_written(values: dict, settings: RunSettings) -> str | None:
+    """The one line that says a run wrote no record at all (it is then no success), or None."""
+    from collections import Counter
+
+    directory = Path(settings.save_path)
+    records = directory / "records.jsonl"
+    if records.is_file() and records.stat().st_size:
+        return None
+    reasons = Counter()
+    if (failures := directory / "failures.jsonl").is_file():
+        with open(failures, encoding="utf-8") as handle:
+            reasons.update(json.loads(line)["reason"] for line in handle if line.strip())
+    top = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common(3)) or "none recorded"
+    return (f"no record was written: {values.get('rows_in', 0)} rows in, all failed; see {failures} "
+            f"(top reasons: {top})")
 
 
 def dry_run(settings: RunSettings, seeds) -> None:
@@ -294,14 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(settings, seeds)
             return 0
-        prepare_directory(settings, args.overwrite)
+        prepare_directory(settings, args.overwrite, seeds, args.cache)
         save_options(Path(settings.save_path), args.license, args.push_to_hub)
         needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
         with embedded_server() if needs_server else contextlib.nullcontext() as server:
             values = asyncio.run(execute(settings, server.base_url if server else None, args.cache,
                                          quiet=args.quiet, max_budget_tokens=args.max_budget_tokens,
-                                         workers=args.workers, ray_address=args.ray_address))
+                                         workers=args.workers, ray_address=args.ray_address, seeds=seeds))
         print_summary(values, settings)
+        if (empty := nothing_written(values, settings)) is not None:
+            print(f"error: {empty}", file=sys.stderr)
+            return 1
         publish(Path(settings.save_path), args, token, rebuild=False)
         return 0
     except (ConfigError, EmbeddedServerError, FatalLLMError, WorkerLost) as exc:

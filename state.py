@@ -22,8 +22,9 @@ def collect(existing: list, update: list | None) -> list:
 
 
 def merge_phase_times(existing: dict[str, list[float]], update: dict[str, list[float]]) -> dict[str, list[float]]:
-    """Reducer: widen each phase's [first start, last end] window."""
-    merged = dict(existing)
+    """Reducer: widen each phase's [first start, last end] window; the load phase starts a run's times afresh
+    (a new run on a Studio thread that ran before)."""
+    merged = {} if "load" in update else dict(existing)
     for phase, (start, end) in update.items():
         old = merged.get(phase)
         merged[phase] = [min(start, old[0]), max(end, old[1])] if old else [start, end]

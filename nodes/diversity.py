@@ -30,6 +30,7 @@ from resources import RunResources
 from settings import RunSettings
 from state import LevelItem
 from user_errors import ConfigError
+from nodes.sibling_calls import gather_or_cancel
 
 DiversityStep = Callable[[list[LevelItem], "StepContext"], Awaitable[list[LevelItem]]]
 """A user's step: takes a list of items, returns them (and any it created)."""
@@ -269,7 +270,7 @@ class DiversitySteps:
             if not live:
                 break
             passed = []
-            for outputs in await asyncio.gather(*(step(i) for i in live)):
+            for outputs in await gather_or_cancel(step(i) for i in live):
                 for out in outputs:
                     (finished if out.get("elimination") else passed).append(out)
             live = passed

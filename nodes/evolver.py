@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 from langchain_core.runnables import RunnableConfig
 
+from nodes.sibling_calls import gather_or_cancel
 from resources import resources_from, timed
 from state import Case, Trajectory, WorkflowState
 from llm_tasks.evolution import evolve
@@ -38,5 +38,5 @@ async def evolver(state: WorkflowState, config: RunnableConfig) -> dict:
     resources = resources_from(config)
     settings = resources.settings
     batch = sample_batch(state.train, settings.batch_size, settings.seed, state.step)
-    trajectories = await asyncio.gather(*(_trajectory(c, state.method, settings.loop, resources) for c in batch))
+    trajectories = await gather_or_cancel(_trajectory(c, state.method, settings.loop, resources) for c in batch)
     return {"batch": batch, "trajectories": list(trajectories)}

@@ -21,6 +21,7 @@ from nodes.diversity import DiversitySteps
 from record_store.store import failure_record
 from resources import RunResources, emit, resources_from, timed
 from state import GenerationState, LevelItem
+from nodes.sibling_calls import gather_or_cancel
 
 PROGRESS_SECONDS = 0.25
 
@@ -122,7 +123,7 @@ class LevelStream:
         if outcome.failure:
             outputs = [(False, failure_record(item, "evolve", outcome.failure.reason, outcome.failure.detail, outcome.raw))]
         else:
-            outputs = await asyncio.gather(*(self._answer(i) for i in await self.steps.apply(item)))
+            outputs = await gather_or_cancel(self._answer(i) for i in await self.steps.apply(item))
         self._write(item["id"], outputs)
 
     async def _answer(self, item: LevelItem) -> tuple[bool, dict]:

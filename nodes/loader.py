@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 from langchain_core.runnables import RunnableConfig
@@ -10,8 +11,8 @@ from langchain_core.runnables import RunnableConfig
 from failure_checks.preflight import optimizes
 from user_errors import ConfigError
 from record_store.loading import generation_rows, read_seed_set, split_train_dev
-from resources import start_resources, timed
-from state import Case, RunInput
+from resources import run_settings, start_resources, timed
+from state import Case, RunInput, WorkflowState
 from llm_tasks.templates import initial_method
 
 
@@ -43,16 +44,31 @@ async def load_data(state: RunInput, config: RunnableConfig) -> dict:
     return await asyncio.to_thread(_load, state, config)
 
 
+def fresh_run_state() -> dict:
+    """Every field of the workflow state at its start value: a new run on a Studio thread that ran before
+    must not inherit the last run's step, level, history or scores (input only updates the keys it names).
+    Reduced lists take None, which their reducer reads as "clear"; phase_times restarts with the load phase."""
+    reset = {}
+    for item in dataclasses.fields(WorkflowState):
+        if item.name == "phase_times":
+            continue
+        default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        reset[item.name] = None if item.name in ("feedback", "candidates", "scores") else default
+    return reset
+
+
 def _load(state: RunInput, config: RunnableConfig) -> dict:
-    resources = start_resources(state, config)
-    settings, store = resources.settings, resources.store
+    settings = run_settings(state, config)
     seed_set = read_seed_set(settings)
+    resources = start_resources(state, config, seed_set)
+    store = resources.store
     method, method_id = starting_method(settings.method_file)
     train, dev = split_train_dev(seed_set.rows, settings) if optimizes(settings) else ([], [])
     seeds = generation_rows(seed_set.rows, settings)
     store.write_seeds(seeds)
     store.add_failures(seed_set.refused)
     return {
+        **fresh_run_state(),
         "rows_in": len(seed_set.rows) + len(seed_set.refused),
         "seed_count": len(seeds),
         "train": _cases(train),

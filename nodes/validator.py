@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import Counter
 
@@ -12,6 +11,7 @@ from resources import RunResources, emit, resources_from, timed
 from state import CandidateState, Case, MethodScore, ValidationTask
 from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
+from nodes.sibling_calls import gather_or_cancel
 
 
 async def _dev_case(case: Case, method: str, resources: RunResources) -> dict:
@@ -68,7 +68,7 @@ async def score_method(method_id: str, method: str, dev: list[Case], resources: 
         emit({"event": "validation", "method_id": method_id, "done": done, "total": len(dev)})
         return result
 
-    results = await asyncio.gather(*(scored(case) for case in dev))
+    results = await gather_or_cancel(scored(case) for case in dev)
     return summarize(method_id, list(results))
 
 

@@ -31,6 +31,40 @@ SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
 # Flags whose name is not the settings field's name with dashes.
 NOT_IN_COMMAND = {"evol_llm", "optim_llm", "save_path"}
+PATH_SETTINGS = ("data_path", "method_file", "rules_path")
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+UNPUBLISHED_URL = "<endpoint URL, not published>"
+
+
+def _is_local_path(value: str) -> bool:
+    # A hub dataset id ("org/name") has no file extension and is not absolute or relative to "."
+    path = Path(value)
+    return path.is_absolute() or value.startswith(".") or bool(path.suffix) or path.exists()
+
+
+def _without_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_urls(item) for key, item in value.items() if key not in ("base_url", "url")}
+    if isinstance(value, list):
+        return [_without_urls(item) for item in value]
+    return URL.sub(UNPUBLISHED_URL, value) if isinstance(value, str) else value
+
+
+def public_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as a card may show them: no save path, a local file by its base name only, and no
+    endpoint URL (an internal host name is nobody else's business); models are named by their id."""
+    public = {key: value for key, value in settings.items() if key != "save_path"}
+    for key in PATH_SETTINGS:
+        if isinstance(public.get(key), str) and _is_local_path(public[key]):
+            public[key] = Path(public[key]).name
+    public["diversity"] = [f"{Path(module).name}:{function}" if module.endswith(".py") else step
+                           for step in public.get("diversity") or [] for module, _, function in [step.partition(":")]]
+    for key in ("evol_llm", "optim_llm"):
+        config = _without_urls(public[key])
+        if config["name"] not in PRESET_NAMES:
+            config["name"] = Path(config["name"]).name
+        public[key] = config
+    return public
 
 
 def scrub(text: str) -> str:
@@ -78,7 +112,7 @@ def model_rows(settings: dict[str, Any]) -> list[dict]:
     rows = []
     for role, key in (("evolves and answers", "evol_llm"), ("analyses and optimizes", "optim_llm")):
         config = settings[key]
-        endpoint = "embedded llama.cpp server" if config.get("embedded") else config.get("base_url")
+        endpoint = "embedded llama.cpp server" if config.get("embedded") else "an OpenAI-compatible API"
         rows.append({"role": role, "config": config["name"], "is_file": config["name"] not in PRESET_NAMES,
                      "model": config["model"], "endpoint": endpoint, "temperature": config.get("temperature"),
                      "max_tokens": config.get("max_tokens")})
@@ -136,8 +170,8 @@ def fence(text: Any) -> str:
 
 
 def render_card(run: dict, contents: FolderContents, license_id: str | None, repo_id: str | None = None) -> str:
-    """README.md of the dataset folder."""
-    settings = run["settings"]
+    """README.md of the dataset folder; local paths and endpoint URLs stay out of it (see public_settings)."""
+    settings = public_settings(run["settings"])
     usage = usage_rows(run)
     card = DatasetCard.from_template(
         card_metadata(contents, license_id), template_path=str(TEMPLATE), run=run, settings=settings,
@@ -152,5 +186,5 @@ def render_card(run: dict, contents: FolderContents, license_id: str | None, rep
 def shareable_settings(run: dict, license_id: str | None) -> dict:
     """run_settings.json: what the run computed with, for people who reuse the data (no secrets)."""
     shared = {"tool": "autoevol", "paper": PAPER, "license": license_id, "method_id": run.get("method_id"),
-              "settings": run["settings"]}
+              "settings": public_settings(run["settings"])}
     return json.loads(scrub(json.dumps(shared, ensure_ascii=False)))

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from publishing.languages import LanguageTally
+from record_store.run_directory import Manifest
 from record_store.store import write_atomically
 from run_report.run_files import JsonlRows, NotARunDirectory, read_run_json
 from user_errors import ConfigError
@@ -155,6 +156,7 @@ def save_options(run_dir: Path, license_id: str | None, repo_id: str | None) -> 
     given = {key: value for key, value in (("license", license_id), ("repo_id", repo_id)) if value is not None}
     if given:
         run_dir.mkdir(parents=True, exist_ok=True)
+        Manifest(run_dir).claim(OPTIONS_FILE)
         write_atomically(run_dir / OPTIONS_FILE, json.dumps({**read_options(run_dir), **given}, ensure_ascii=False))
 
 
@@ -171,6 +173,11 @@ def build_dataset_folder(run_dir: str | Path) -> Path:
     except NotARunDirectory as exc:
         raise ConfigError(str(exc)) from None
     final, building = run_dir / DATASET_DIR, run_dir / f".{DATASET_DIR}.building"
+    manifest = Manifest(run_dir)
+    if foreign := manifest.foreign_files(DATASET_DIR):  # the user's files are never replaced
+        raise ConfigError(f"{foreign[0]} was not written by autoevol: move it out of {final}/ and build again "
+                          f"(--publish-only {run_dir})")
+    manifest.claim(f"{building.name}/")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     levels = [int(level) for level in run["counts"]["levels"] if level != "0"]
@@ -181,6 +188,9 @@ def build_dataset_folder(run_dir: str | Path) -> Path:
     (building / "README.md").write_text(card, encoding="utf-8")
     settings = shareable_settings(run, license_id)
     (building / SETTINGS_FILE).write_text(json.dumps(settings, ensure_ascii=False, indent=2), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
+    built = [path.relative_to(building) for path in building.rglob("*")]
+    manifest.claim(f"{DATASET_DIR}/", *(f"{DATASET_DIR}/{path.as_posix()}" + ("/" if (building / path).is_dir() else "")
+                                       for path in built))
+    shutil.rmtree(final, ignore_errors=True)  # every file in it is the tool's (checked above)
     building.rename(final)
     return final

@@ -84,3 +84,47 @@ def test_a_studio_run_shows_the_step_history(dev_server, tmp_path):
     assert step["incumbent"]["score"]["dev_size"] == 2 and step["kept_method_id"] and step["decision"]
     assert values["level_counts"]["1"]["parents"] == 10
     assert (tmp_path / "studio" / "run.json").exists() and (tmp_path / "studio" / "records.jsonl").exists()
+
+
+@pytest.fixture
+def loopback_llm(tmp_path):
+    """An LLM config file pointing at tests/chat_server.py in its own process (answers that pass the rules)."""
+    process = subprocess.Popen([sys.executable, str(REPO / "tests" / "chat_server.py"), "--median", "0.001",
+                                "--sigma", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("listening "), line
+        config = tmp_path / "loopback.yaml"
+        config.write_text(f"preset: local\nembedded: false\nbase_url: {line.split()[1]}\nparse_mode: strict\n"
+                          "max_tokens: 160\nconcurrency: 4\n")
+        yield str(config)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_two_studio_runs_on_one_thread_never_mix_their_data(dev_server, loopback_llm, tmp_path):
+    thread = _http("POST", f"{dev_server}/threads", {})["thread_id"]
+    data = tmp_path / "upload.jsonl"
+    data.write_bytes((REPO / "data" / "sample_seed.jsonl").read_bytes())
+
+    def run(save: str, **changes) -> dict:
+        run_input = {"data_path": str(data), "train_size": 2, "dev_size": 2, "batch_size": 2, "max_steps": 2,
+                     "patience": 5, "candidate_size": 2, "loop": 1, "save_path": str(tmp_path / save),
+                     "evol_llm_config": loopback_llm, "optim_llm_config": loopback_llm, **changes}
+        return _http("POST", f"{dev_server}/threads/{thread}/runs/wait",
+                     {"assistant_id": "autoevol", "input": run_input}, timeout=300) or {}
+
+    first = run("studio")
+    assert "__error__" not in first, first
+    card = (tmp_path / "studio" / "dataset" / "README.md").read_bytes()
+    data.write_bytes((TEST_DATA / "alpaca_tasks.jsonl").read_bytes())  # other rows under the same name
+    refused = run("studio")
+    assert "changed since this run started (60 rows then, 12 now)" in json.dumps(refused.get("__error__")), refused
+    assert (tmp_path / "studio" / "dataset" / "README.md").read_bytes() == card
+    second = run("other", max_steps=1)
+    assert "__error__" not in second, second
+    values = _http("GET", f"{dev_server}/threads/{thread}/state")["values"]
+    assert values["step"] == 1 and [h["step"] for h in values["history"]] == [1] and values["rows_in"] == 12
+    roots = {json.loads(line)["root_id"] for line in (tmp_path / "other" / "records.jsonl").read_text().splitlines()}
+    assert roots and all(root.startswith("task_") for root in roots)

@@ -110,7 +110,9 @@ def test_the_reproducing_command_parses_back_to_the_same_settings(finished_run):
     settings, _ = settings_from_inputs(vars(build_parser().parse_args(shlex.split(command)[2:])))
     rebuilt = settings.model_dump(mode="json")
     for name, value in run["settings"].items():
-        if name not in ("save_path", "evol_llm", "optim_llm"):
+        if name == "data_path":  # a local file is shown by its base name only
+            assert rebuilt[name] == Path(value).name
+        elif name not in ("save_path", "evol_llm", "optim_llm"):
             assert rebuilt[name] == value, name
 
 
@@ -124,7 +126,7 @@ def test_korean_is_written_unescaped(finished_run, tmp_path):
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert language_of(records[0]["instruction"]) == "ko" and records[0]["instruction"] in card
     shared = (folder / "run_settings.json").read_text(encoding="utf-8")
-    assert KOREAN_DIR in shared and "\\u" not in shared + card
+    assert "\\u" not in shared + card
     assert load_train(folder)[0]["instruction"] == records[0]["instruction"]
 
 
@@ -324,3 +326,21 @@ def test_hub_input_datasets_get_the_same_token(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     load_table("someone/private-seeds", "train")
     assert seen == {"name": "someone/private-seeds", "split": "train", "token": HUB_TOKEN}
+
+
+def test_the_card_publishes_no_local_path_and_no_endpoint_url(tmp_path):
+    internal = "http://gpu-box.corp.internal:8000/v1"
+    data = tmp_path / "private" / "customer_prompts.jsonl"
+    data.parent.mkdir()
+    shutil.copy(REPO / "data" / "sample_seed.jsonl", data)
+    settings = make_settings(tmp_path / "secret-project", data_path=str(data), test_run=True, max_steps=0, loop=1,
+                             evol_llm=fake_llm_config("evol", base_url=internal))
+    run_workflow(settings, ScriptedChatModel())
+    folder = Path(settings.save_path) / "dataset"
+    for path in (folder / "README.md", folder / "run_settings.json"):
+        text = path.read_text(encoding="utf-8")
+        assert str(tmp_path) not in text and "private" not in text and "secret-project" not in text, path
+        assert "gpu-box" not in text and "fake.invalid" not in text, path
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert "customer_prompts.jsonl" in card and "SmolLM2-135M-Instruct" in card  # the base name and the model id
+    assert "--data-path customer_prompts.jsonl" in card.split("```bash\n", 1)[1]
