@@ -19,6 +19,7 @@ from failure_checks.preflight import check_cache_file, check_save_path, load_rul
 from nodes.diversity import BUILT_IN_STEPS, load_step, step_names_of
 from nodes.loader import starting_method
 from record_store.loading import SeedSet, read_seed_set, split_train_dev
+from record_store.run_directory import Manifest
 from record_store.store import write_atomically
 from settings import RunSettings
 from user_errors import ConfigError
@@ -85,8 +86,10 @@ def refuse_unusable_data(settings: RunSettings, seeds: SeedSet) -> None:
     directory = Path(settings.save_path)
     failures = directory / "failures.jsonl"
     reasons = _reasons(seeds)
-    if _holds_no_run(directory) and (not failures.exists() or _only_input_refusals(failures)):
-        directory.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(directory)
+    ours = not failures.exists() or (manifest.owns(failures.name) and _only_input_refusals(failures))
+    if _holds_no_run(directory) and ours:
+        manifest.claim(failures.name)  # the tool's file from here on: --overwrite and a later run may remove it
         write_atomically(failures, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in seeds.refused))
         where = f"; see {failures}"
     else:
@@ -101,5 +104,6 @@ def forget_refusals_of_a_stopped_check(directory: Path) -> None:
     The data now has usable rows and the run will write its own refusals at load; the old ones would count twice.
     """
     failures = directory / "failures.jsonl"
-    if _holds_no_run(directory) and failures.is_file() and _only_input_refusals(failures):
+    if _holds_no_run(directory) and failures.is_file() and Manifest(directory).owns(failures.name) \
+            and _only_input_refusals(failures):
         failures.unlink()

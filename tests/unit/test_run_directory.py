@@ -184,16 +184,21 @@ def test_a_run_that_did_something_still_refuses_new_settings(tmp_path):
         run_workflow(make_settings(tmp_path, max_steps=2, loop=3, batch_size=2), ScriptedChatModel())
 
 
-def test_a_run_that_writes_no_record_exits_1_naming_the_reasons(tmp_path):
-    data = tmp_path / "empty_rows.jsonl"
-    data.write_text("".join(json.dumps({"id": i, "instruction": text}) + "\n"
-                            for i, text in enumerate(["", "   ", None, ""])), encoding="utf-8")
+def test_a_run_that_writes_no_record_exits_1_naming_the_reasons(tmp_path, endpoint):
+    # Usable rows whose every response a rule eliminates: the run itself ends with nothing made.
+    # (Rows refused at input stop earlier, in the check, with exit 2: tests/unit/test_real_input.py.)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "instruction": f"Explain topic number {i} in three steps."}) + "\n"
+                            for i in range(4)), encoding="utf-8")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("response:\n  rules:\n    - reason: planted_failure\n      contains: [A complete answer]\n",
+                     encoding="utf-8")
     result = run_cli("--data-path", str(data), "--save-path", str(tmp_path / "save"), "--max-steps", "0",
-                     "--evol-llm-config", str(llm_config(tmp_path / "llm.yaml", "http://127.0.0.1:9/v1")),
-                     "--quiet", timeout=300)
+                     "--rules", str(rules), "--diversity", "none", "--loop", "1",
+                     "--evol-llm-config", str(llm_config(tmp_path / "llm.yaml", endpoint)), "--quiet", timeout=300)
     assert result.returncode == 1, result.stderr[-2000:]
     assert_one_line_error(result, "no record was written: 4 rows in, all failed", "failures.jsonl",
-                          "empty_instruction 4")
+                          "planted_failure 4")
 
 
 def test_a_run_directory_from_before_the_manifest_is_the_tools_but_not_the_users_files_in_it(tmp_path):
