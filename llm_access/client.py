@@ -481,6 +481,9 @@ class ChatLLM:
             # Every send takes its turn, a hand-off after a 429 too; tokens are charged once per answer.
             await self._respect_rate_limits(estimate if handoffs == 0 else 0)
             lease = await self._acquire()
+            if self._tripped:  # the breaker tripped while this call waited for a slot: send nothing more
+                self.pool.abandoned(lease)
+                raise self._tripped
             usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
             self.in_flight += 1
             try:

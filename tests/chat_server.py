@@ -61,6 +61,8 @@ class ServerShapes:
     """Reported in usage.completion_tokens_details.reasoning_tokens and counted inside completion_tokens."""
     cut_share: float = 0.0
     """Share of chat answers cut: half the text, finish_reason "length" (chosen by a hash of the prompt)."""
+    cut_only: str = ""
+    """When set, only prompts containing this text may be cut (e.g. "<feedback>": the optimizer's)."""
     usage_style: str | None = None
     """Cached input tokens reported as "deepseek" (prompt_cache_hit/miss_tokens) or "openai"
     (prompt_tokens_details.cached_tokens); None reports none."""
@@ -217,7 +219,7 @@ class ChatServer:
         prompt = request["messages"][-1]["content"]
         text = self.answer(prompt, request.get("seed"))
         finish = "stop"
-        if shapes.cut_share and zlib.crc32(prompt.encode()) % 1000 < shapes.cut_share * 1000:
+        if shapes.cut_share and shapes.cut_only in prompt and zlib.crc32(prompt.encode()) % 1000 < shapes.cut_share * 1000:
             text, finish = text[: len(text) // 2], "length"
             self.reported["cut"] += 1
         completion = self.completion_tokens if self.completion_tokens is not None else len(text) // 4 + 1
