@@ -556,6 +556,8 @@ class LLMPool:
     """Usage of earlier invocations of this run (a resumed run adds to it)."""
     prior_cost: dict[str, float] = field(default_factory=dict)
     """USD per role spent by earlier invocations."""
+    prior_cost_without_cache: dict[str, float] = field(default_factory=dict)
+    """The same priced as if no input had been a prompt-cache hit."""
     worker_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per Ray worker of this invocation, its latest `worker_report()`: its usage, cost and endpoints."""
 
@@ -572,7 +574,8 @@ class LLMPool:
 
     def worker_report(self) -> dict[str, Any]:
         """What a Ray worker hands the driver: its usage, cost per role and endpoint figures."""
-        return {"usage": self.own_usage(), "cost": self.own_cost(), "endpoints": self.endpoint_stats()}
+        return {"usage": self.own_usage(), "cost": self.own_cost(), "cost_without_cache": self.own_cost(with_cache=False),
+                "endpoints": self.endpoint_stats()}
 
     def usage_by_role(self) -> dict[str, dict[str, int]]:
         """Counters of the whole run, earlier invocations included."""
@@ -586,25 +589,42 @@ class LLMPool:
         return own + [{**endpoint, "worker": name} for name, report in sorted(self.worker_reports.items())
                       for endpoint in report["endpoints"]]
 
-    def own_cost(self) -> dict[str, float]:
-        """USD per role spent by this process's clients, for the roles whose config has prices."""
+    def own_cost(self, with_cache: bool = True) -> dict[str, float]:
+        """USD per role spent by this process's clients, for the roles whose config has prices; `with_cache`
+        False prices the cached input as uncached (what the run would have cost without prompt caching)."""
         by_role: dict[str, float] = defaultdict(float)
         for client in self.clients():
             for role, usage in client.usage.items():
-                amount = client.config.cost(usage.input_tokens, usage.output_tokens)
+                cached = usage.cached_input_tokens if with_cache else 0
+                amount = client.config.cost(usage.input_tokens, usage.output_tokens, cached)
                 if amount is not None:
                     by_role[role] += amount
         return dict(by_role)
 
     def cost(self) -> dict[str, Any] | None:
-        """USD per role and in total for this invocation (its workers too) plus earlier ones, when the configs have prices."""
-        by_role: dict[str, float] = defaultdict(float)
-        for table in [self.own_cost(), self.prior_cost, *(report["cost"] for report in self.worker_reports.values())]:
-            for role, amount in table.items():
-                by_role[role] += amount
-        if not by_role:
+        """USD per role and in total for this invocation (its workers too) plus earlier ones, when the configs
+        have prices; the same without the prompt cache's discount, and the share of input that was cached."""
+        tables = {True: [self.own_cost(), self.prior_cost, *(r["cost"] for r in self.worker_reports.values())],
+                  False: [self.own_cost(with_cache=False), self.prior_cost_without_cache,
+                          *(r.get("cost_without_cache", r["cost"]) for r in self.worker_reports.values())]}
+        totals: dict[bool, dict[str, float]] = {}
+        for with_cache, parts in tables.items():
+            by_role = totals[with_cache] = defaultdict(float)
+            for table in parts:
+                for role, amount in table.items():
+                    by_role[role] += amount
+        if not totals[True]:
             return None
-        return {"total_usd": round(sum(by_role.values()), 6), "by_role": {r: round(v, 6) for r, v in sorted(by_role.items())}}
+        # A run priced before cached input was counted has no figure without the cache: its cost stands in.
+        without = {role: totals[False].get(role, amount) for role, amount in totals[True].items()}
+        usage = self.usage_by_role().values()
+        input_tokens = sum(u.get("input_tokens", 0) for u in usage)
+        return {"total_usd": round(sum(totals[True].values()), 6),
+                "by_role": {r: round(v, 6) for r, v in sorted(totals[True].items())},
+                "total_usd_without_cache": round(sum(without.values()), 6),
+                "by_role_without_cache": {r: round(v, 6) for r, v in sorted(without.items())},
+                "cached_input_share": round(sum(u.get("cached_input_tokens", 0) for u in usage) / input_tokens, 4)
+                if input_tokens else 0.0}
 
 
 def _merge(tables: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:

@@ -39,6 +39,7 @@ class ProbeResult:
 
     usage: RoleUsage = field(default_factory=RoleUsage)
     cost_usd: float | None = None
+    cost_usd_without_cache: float | None = None
 
 
 def _refusal(label: str, url: str, response: httpx.Response, key_env: str | None) -> ConfigError:
@@ -100,6 +101,7 @@ async def _probe_endpoint(client: httpx.AsyncClient, config: LLMConfig, endpoint
     spent = config.cost(input_tokens, output_tokens, cached)
     if spent is not None:
         result.cost_usd = (result.cost_usd or 0.0) + spent
+        result.cost_usd_without_cache = (result.cost_usd_without_cache or 0.0) + config.cost(input_tokens, output_tokens)
 
 
 def _model_ids(response: httpx.Response) -> set[str] | None:
@@ -149,7 +151,9 @@ def record_probe_usage(save_path: str | Path, result: ProbeResult) -> None:
         probe[name] = probe.get(name, 0) + value
     if result.cost_usd is not None:
         cost = saved.get("cost") or {"total_usd": 0.0, "by_role": {}}
-        cost["by_role"]["probe"] = round(cost["by_role"].get("probe", 0.0) + result.cost_usd, 6)
+        for table, spent in (("by_role", result.cost_usd), ("by_role_without_cache", result.cost_usd_without_cache)):
+            by_role = cost.setdefault(table, {})
+            by_role["probe"] = round(by_role.get("probe", 0.0) + spent, 6)
         cost["total_usd"] = round(sum(cost["by_role"].values()), 6)
         saved["cost"] = cost
     write_atomically(path, json.dumps(saved, indent=2))

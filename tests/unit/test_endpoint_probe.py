@@ -20,6 +20,7 @@ from conftest import REPO
 def llm_file(tmp_path: Path, base_url: str, name: str = "llm.yaml", **fields) -> str:
     config = {"base_url": base_url, "model": "served-model", "concurrency": 2, "max_retries": 1, "timeout": 10,
               "max_tokens": 256, **fields}
+    config = {name: value for name, value in config.items() if value is not None}  # None: the field's default
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return str(path)
