@@ -19,7 +19,8 @@ QUALITY_COLUMNS = (
     "count", "mean_length", "median_length", "growth_over_parent", "distinct_1_chars", "distinct_2_chars",
     "distinct_1_words", "distinct_2_words", "pairwise_jaccard_distance", "hangul_ratio", "hangul_ratio_drift",
 )
-TOKEN_COLUMNS = ("calls", "cached_calls", "failed_calls", "requests", "input_tokens", "output_tokens")
+TOKEN_COLUMNS = ("calls", "cached_calls", "failed_calls", "requests", "input_tokens", "output_tokens",
+                 "cached_input_tokens", "reasoning_tokens")
 LEVEL_COUNT_COLUMNS = ("parents", "records", "failures", "skipped", "added")
 
 

@@ -95,3 +95,27 @@ def test_keep_reasoning_puts_it_in_the_records_and_the_dataset_only(tmp_path, sh
     for name in ("failures.jsonl", "method.txt"):
         if (out / name).exists():
             assert REASONING_TEXT not in (out / name).read_text(encoding="utf-8")
+
+
+def test_cost_with_and_without_the_prompt_cache_in_run_json_report_and_card(tmp_path):
+    prices = {"input_price_per_million": 1.0, "cached_input_price_per_million": 0.1, "output_price_per_million": 2.0}
+    with ServerThread(answer=shaped_answer, shapes=ServerShapes(usage_style="deepseek")) as server:
+        result = run_against(tmp_path, llm_file(tmp_path, server.base_url, **prices), "--max-steps", "1",
+                             "--loop", "1", "--test-run")
+        reported = dict(server.reported)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    usage = run["token_usage"].values()
+    cached = sum(u["cached_input_tokens"] for u in usage)
+    inputs, outputs = sum(u["input_tokens"] for u in usage), sum(u["output_tokens"] for u in usage)
+    assert cached == reported["cached_tokens"] > 0 and inputs == reported["prompt_tokens"]
+    cost = run["cost"]
+    assert cost["total_usd"] == pytest.approx(((inputs - cached) * 1.0 + cached * 0.1 + outputs * 2.0) / 1e6, abs=1e-5)
+    assert cost["total_usd_without_cache"] == pytest.approx((inputs * 1.0 + outputs * 2.0) / 1e6, abs=1e-5)
+    assert cost["cached_input_share"] == pytest.approx(cached / inputs, abs=1e-3)
+    report = (out / "report.html").read_text(encoding="utf-8")
+    card = (out / "dataset" / "README.md").read_text(encoding="utf-8")
+    assert f"{cost['total_usd_without_cache']:.4f} USD" in report and f"{cost['total_usd']:.4f} USD" in report
+    assert f"{cost['total_usd_without_cache']:.4f} USD without the prompt cache" in card
+    assert f"{100 * cost['cached_input_share']:.1f}% of the input tokens were cache hits" in card
