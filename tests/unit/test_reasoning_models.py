@@ -18,6 +18,7 @@ import pytest
 from chat_server import REASONING_TEXT, ChatServer, ServerShapes, ServerThread, shaped_answer
 from conftest import fake_llm_config
 from llm_access.client import ChatLLM, split_reasoning
+from llm_access.config import LLMConfig
 from test_endpoint_probe import llm_file, run_against
 
 SHAPES = ["reasoning_content", "reasoning", "think", "think_close"]
@@ -119,3 +120,22 @@ def test_cost_with_and_without_the_prompt_cache_in_run_json_report_and_card(tmp_
     assert f"{cost['total_usd_without_cache']:.4f} USD" in report and f"{cost['total_usd']:.4f} USD" in report
     assert f"{cost['total_usd_without_cache']:.4f} USD without the prompt cache" in card
     assert f"{100 * cost['cached_input_share']:.1f}% of the input tokens were cache hits" in card
+
+
+def test_the_dry_run_counts_reasoning_tokens_and_estimates_cache_hits_from_the_method_prefix(tmp_path):
+    from conftest import make_settings
+    from run_report.plan import format_plan, plan_run
+
+    prices = dict(input_price_per_million=1.0, cached_input_price_per_million=0.1, output_price_per_million=2.0)
+    plain = fake_llm_config("evol", **prices)
+    thinking = LLMConfig(**{**plain.model_dump(), "reasoning": True, "max_tokens": 4000})
+    seeds = ["Name three rivers of Europe."] * 20
+    plans = {name: plan_run(make_settings(tmp_path, evol_llm=config, optim_llm=config, max_steps=1), seeds)
+             for name, config in (("plain", plain), ("thinking", thinking))}
+    for plain_phase, thinking_phase in zip(plans["plain"], plans["thinking"]):
+        assert plain_phase.reasoning_tokens == 0
+        assert thinking_phase.reasoning_tokens == thinking_phase.calls * 1000
+    generation = plans["plain"][-1]
+    assert 0 < generation.cached_input_tokens < generation.input_tokens
+    text = format_plan(plans["thinking"])
+    assert "reasoning:" in text and "prompt cache: about" in text and "cost at the cached input price" in text
