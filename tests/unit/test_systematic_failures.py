@@ -104,3 +104,29 @@ def test_an_endpoint_that_starts_refusing_after_the_probe_ends_the_run_not_every
     assert_one_line_error(result, "HTTP 403")
     assert result.returncode == 2 and received <= BREAKER_WINDOW + 4
     assert not (tmp_path / "out" / "records.jsonl").exists() or not lines(tmp_path / "out" / "records.jsonl")
+
+
+def optimizer_failing_run(tmp_path: Path, *flags: str):
+    with ServerThread(answer=shaped_answer) as evol_server, \
+            ServerThread(answer=shaped_answer, shapes=ServerShapes(chat_status=404, fail_from=2)) as optim_server:
+        evol = llm_file(tmp_path, evol_server.base_url, "evol.yaml")
+        optim = llm_file(tmp_path, optim_server.base_url, "optim.yaml")  # the probe passes, then every call is a 404
+        return run_against(tmp_path, evol, "--optim-llm-config", optim, "--loop", "1", "--test-run", *flags)
+
+
+def test_a_run_whose_optimizer_produced_nothing_says_so_and_fails(tmp_path):
+    result = optimizer_failing_run(tmp_path)
+    out = tmp_path / "out"
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert_one_line_error(result, "no optimization happened", "--allow-no-optimization")
+    assert result.returncode == 1
+    outcome = run["optimization"]
+    assert outcome["no_usable_candidate"] and outcome["usable_candidates"] == 0 and outcome["failed_analyses"] == 2
+    assert "no optimization happened" in result.stdout and run["method_id"] == "e0"
+    assert outcome["note"] in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_allow_no_optimization_accepts_such_a_run(tmp_path):
+    result = optimizer_failing_run(tmp_path, "--allow-no-optimization")
+    assert result.returncode == 0, result.stderr
+    assert "no optimization happened" in result.stdout and "error:" not in result.stderr
