@@ -1,17 +1,19 @@
 """One tiny request per endpoint before a run spends anything: a wrong URL, model or key stops it at once.
 
 For each LLM config of the run (the evol one and the optim one, once when they are the same) and
-each of its endpoints: GET <base_url>/models where the server offers it (a model it does not list
-is an error; a server without the route is fine), then one chat completion of a few tokens. A 400,
-401, 403 or 404, or no answer at all, is a ConfigError naming the LLM, the URL and the status; the
-run stops with exit 2 after at most two requests per endpoint. What the probe sent is counted in
-the run's usage under the role "probe".
+each of its endpoints: GET <base_url>/models where the server offers it, then one chat completion
+of a few tokens. A model the server does not list is an error unless the chat answers for it
+anyway (llama.cpp's server lists its file name and serves any name); a server without the route
+is fine. A 400, 401, 403 or 404, or no answer after the config's retries, is a ConfigError naming
+the LLM, the URL and the status: the run stops with exit 2 before anything else is sent. The chat
+requests are counted in the run's usage under the role "probe" (the free model listing is not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,32 +60,51 @@ def _refusal(label: str, url: str, response: httpx.Response, key_env: str | None
     return ConfigError(f"{label} at {url} answered HTTP {status}{said}: {hint}")
 
 
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
 async def _probe_endpoint(client: httpx.AsyncClient, config: LLMConfig, endpoint: EndpointConfig, label: str,
                           result: ProbeResult) -> None:
+    """Probe one endpoint; a transient failure (5xx, 429, a timeout, a reset) is tried again, as a real call would be."""
+    tries = max(1, config.max_retries + 1)
+    result.usage.calls += 1
+    for attempt in range(tries):
+        try:
+            return await _probe_once(client, config, endpoint, label, result)
+        except _Transient as exc:
+            if attempt == tries - 1:
+                raise ConfigError(str(exc)) from None
+            await asyncio.sleep(min(2.0 ** attempt, 10.0))
+
+
+class _Transient(Exception):
+    """A probe failure worth another try; its message is the one-line error if the tries run out."""
+
+
+async def _probe_once(client: httpx.AsyncClient, config: LLMConfig, endpoint: EndpointConfig, label: str,
+                      result: ProbeResult) -> None:
     root = endpoint.base_url.rstrip("/")
-    key = config.api_key(endpoint.api_key_env)
-    headers = {"Authorization": f"Bearer {key}"}
-    usage = result.usage
+    headers = {"Authorization": f"Bearer {config.api_key(endpoint.api_key_env)}"}
     try:
-        usage.requests += 1
-        listed = await client.get(f"{root}/models", headers=headers)
+        listed = await client.get(f"{root}/models", headers=headers)  # free: not counted as a request
         if listed.status_code in (401, 403):
             raise _refusal(label, f"{root}/models", listed, endpoint.api_key_env)
         # The embedded llama.cpp server lists its file's path and answers for any model name.
-        if listed.status_code == 200 and not config.embedded:
-            served = _model_ids(listed)
-            if served is not None and config.model not in served:
-                shown = ", ".join(sorted(served)[:8]) or "none"
-                raise ConfigError(f"{label} at {root}: the server does not list model '{config.model}' "
-                                  f"(it lists: {shown}): check model in the LLM config '{config.name}'")
+        served = _model_ids(listed) if listed.status_code == 200 and not config.embedded else None
         body = {"model": config.model, "messages": [{"role": "user", "content": PROBE_PROMPT}],
                 **config.extra_body, "max_tokens": PROBE_MAX_TOKENS}
-        usage.requests += 1
-        usage.calls += 1
+        result.usage.requests += 1
         answer = await client.post(f"{root}/chat/completions", headers=headers, json=body)
     except httpx.HTTPError as exc:
-        raise ConfigError(f"{label} at {root} gave no answer ({type(exc).__name__}: {str(exc)[:120] or 'no detail'}): "
-                          "check base_url and that the server is up") from None
+        raise _Transient(f"{label} at {root} gave no answer ({type(exc).__name__}: {str(exc)[:120] or 'no detail'}): "
+                         "check base_url and that the server is up") from None
+    unlisted = served is not None and config.model not in served
+    if unlisted and answer.status_code != 200:
+        shown = ", ".join(sorted(served)[:8]) or "none"
+        raise ConfigError(f"{label} at {root}: the server does not list model '{config.model}' (it lists: {shown}) "
+                          f"and answered HTTP {answer.status_code}: check model in the LLM config '{config.name}'")
+    if answer.status_code in TRANSIENT_STATUS:
+        raise _Transient(str(_refusal(label, f"{root}/chat/completions", answer, endpoint.api_key_env)))
     if answer.status_code != 200:
         raise _refusal(label, f"{root}/chat/completions", answer, endpoint.api_key_env)
     try:
@@ -91,8 +112,11 @@ async def _probe_endpoint(client: httpx.AsyncClient, config: LLMConfig, endpoint
         choices = payload["choices"]
         assert isinstance(choices, list) and choices
     except (ValueError, KeyError, TypeError, AssertionError):
-        raise ConfigError(f"{label} at {root}/chat/completions answered 200 but not with a chat completion "
-                          f"({answer.text[:80]!r}): check base_url") from None
+        raise _Transient(f"{label} at {root}/chat/completions answered 200 but not with a chat completion "
+                         f"({answer.text[:80]!r}): check base_url") from None
+    if unlisted:  # llama.cpp's server lists its file name and answers for any model name
+        print(f"note: {label} at {root} does not list model '{config.model}' but answers for it", file=sys.stderr)
+    usage = result.usage
     input_tokens, output_tokens, reasoning, cached = token_counts(payload.get("usage") or {}, {})
     usage.input_tokens += input_tokens
     usage.output_tokens += output_tokens

@@ -69,6 +69,8 @@ class ServerShapes:
     models: tuple[str, ...] | None = None
     """Served model ids: GET /v1/models lists them, a chat request for another one gets 404. None: no
     /v1/models, any model accepted."""
+    any_model: bool = False
+    """True: a chat request for a model not in `models` is answered anyway (llama.cpp's server lists its file)."""
     models_route: bool = True
     """False: no GET /v1/models even with `models` set (many servers have none)."""
     strict_path: bool = False
@@ -200,7 +202,7 @@ class ChatServer:
         if shapes.chat_status is not None and self.chat_requests >= shapes.fail_from:
             return shapes.chat_status, [], {"error": {"message": f"refused ({shapes.chat_status})"}}
         model = json.loads(body).get("model")
-        if shapes.models is not None and model not in shapes.models:
+        if shapes.models is not None and model not in shapes.models and not shapes.any_model:
             return 404, [], {"error": {"message": f"The model `{model}` does not exist", "code": "model_not_found"}}
         if self.capacity is not None and self.in_flight >= self.capacity:
             self.throttled += 1

@@ -54,7 +54,7 @@ def test_a_wrong_endpoint_stops_the_run_in_one_line_before_any_row(tmp_path, cas
         result = run_against(tmp_path, llm_file(tmp_path, url))
     print(f"\n[{case}] {server.received} requests: {result.stderr.strip().splitlines()[-1]}")
     status = {"no_v1": "404", "unknown_model_unlisted": "404", "400": "400", "403": "403"}.get(case)
-    needles = ["evol LLM", url] + ([f"HTTP {status}"] if status else ["does not list model 'served-model'"])
+    needles = ["evol LLM", url] + ([f"HTTP {status}"] if status else ["does not list model 'served-model'", "other-model"])
     assert_stopped_before_any_row(tmp_path, server, result, *needles)
 
 
@@ -83,6 +83,15 @@ def test_a_server_without_models_route_passes_and_the_probe_is_counted(tmp_path)
     assert result.returncode == 0, result.stderr
     run = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
     probe = run["token_usage"]["probe"]
-    assert probe["requests"] == 2 and probe["calls"] == 1 and probe["input_tokens"] > 0
+    assert probe["requests"] == 1 and probe["calls"] == 1 and probe["input_tokens"] > 0
     sent = sum(usage["requests"] for usage in run["token_usage"].values())
-    assert sent == server.received, (sent, server.received)
+    assert sent == server.chat_requests and server.received == sent + 1, (sent, server.received)  # + GET /v1/models
+
+
+def test_a_server_that_lists_other_names_but_answers_for_the_model_passes_with_a_note(tmp_path):
+    shapes = ServerShapes(models=("/models/file.gguf",), any_model=True)  # as llama.cpp's server does
+    with ServerThread(answer=shaped_answer, shapes=shapes) as server:
+        result = run_against(tmp_path, llm_file(tmp_path, server.base_url), "--max-steps", "0", "--loop", "1",
+                             "--test-run")
+    assert result.returncode == 0, result.stderr
+    assert "does not list model 'served-model' but answers for it" in result.stderr
