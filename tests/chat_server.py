@@ -79,6 +79,8 @@ class ServerShapes:
     """Answer chat requests with this error status (400, 403, ...), from the `fail_from`-th one on."""
     fail_from: int = 1
     """The first chat request (1-based) that gets `chat_status`; earlier ones are answered."""
+    fail_until: int | None = None
+    """The last chat request that gets it; None: every one from `fail_from` on."""
 
 
 class BusyMeter:
@@ -199,7 +201,7 @@ class ChatServer:
         if b"/chat/completions" not in request_line:
             return 404, [], {"error": {"message": "not found"}}
         self.chat_requests += 1
-        if shapes.chat_status is not None and self.chat_requests >= shapes.fail_from:
+        if shapes.chat_status is not None and shapes.fail_from <= self.chat_requests <= (shapes.fail_until or math.inf):
             return shapes.chat_status, [], {"error": {"message": f"refused ({shapes.chat_status})"}}
         model = json.loads(body).get("model")
         if shapes.models is not None and model not in shapes.models and not shapes.any_model:

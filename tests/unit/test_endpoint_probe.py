@@ -95,3 +95,12 @@ def test_a_server_that_lists_other_names_but_answers_for_the_model_passes_with_a
                              "--test-run")
     assert result.returncode == 0, result.stderr
     assert "does not list model 'served-model' but answers for it" in result.stderr
+
+
+def test_a_transient_error_on_the_probe_is_tried_again_not_a_stop(tmp_path):
+    with ServerThread(answer=shaped_answer, shapes=ServerShapes(chat_status=503, fail_until=1)) as server:
+        result = run_against(tmp_path, llm_file(tmp_path, server.base_url), "--max-steps", "0", "--loop", "1",
+                             "--test-run")
+    assert result.returncode == 0, result.stderr
+    run = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
+    assert run["token_usage"]["probe"]["requests"] == 2 and run["token_usage"]["probe"]["calls"] == 1
