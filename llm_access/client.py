@@ -138,21 +138,23 @@ class AnswerCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
-        if "reasoning" not in columns:  # a cache written before reasoning was kept
-            self._db.execute("ALTER TABLE answers ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
+        for column in ("reasoning", "finish_reason"):  # a cache written before they were kept
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE answers ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
         self._db.commit()
 
     def get(self, key: str) -> str | None:
-        hit = self.get_with_reasoning(key)
+        hit = self.get_completion(key)
         return hit[0] if hit else None
 
-    def get_with_reasoning(self, key: str) -> tuple[str, str] | None:
-        """(answer, reasoning) stored under `key`, or None."""
-        row = self._db.execute("SELECT text, reasoning FROM answers WHERE key = ?", (key,)).fetchone()
-        return (row[0], row[1]) if row else None
+    def get_completion(self, key: str) -> tuple[str, str, str] | None:
+        """(answer, reasoning, finish reason) stored under `key`, or None."""
+        row = self._db.execute("SELECT text, reasoning, finish_reason FROM answers WHERE key = ?", (key,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
 
-    def put(self, key: str, text: str, reasoning: str = "") -> None:
-        self._db.execute("INSERT OR REPLACE INTO answers (key, text, reasoning) VALUES (?, ?, ?)", (key, text, reasoning))
+    def put(self, key: str, text: str, reasoning: str = "", finish_reason: str | None = None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO answers (key, text, reasoning, finish_reason) VALUES (?, ?, ?, ?)",
+                         (key, text, reasoning, finish_reason or ""))
         self._db.commit()
 
     def close(self) -> None:
@@ -411,10 +413,10 @@ class ChatLLM:
         key = self.cache_key(messages, sample_index)
         usage = self.usage[role]
         usage.calls += 1
-        if self.cache and (hit := self.cache.get_with_reasoning(key)) is not None:
+        if self.cache and (hit := self.cache.get_completion(key)) is not None:
             usage.cached_calls += 1
             self._count_outcome(role, None)
-            return Completion(hit[0], 0, 0, cached=True, reasoning=hit[1])
+            return Completion(hit[0], 0, 0, cached=True, reasoning=hit[1], finish_reason=hit[2] or None)
         self.budget.check()
         try:
             completion = await self._complete_with_retries(messages, sample_index, accept, usage)
@@ -424,7 +426,7 @@ class ChatLLM:
             raise
         self._count_outcome(role, None)
         if self.cache:
-            self.cache.put(key, completion.text, completion.reasoning)
+            self.cache.put(key, completion.text, completion.reasoning, completion.finish_reason)
         return completion
 
     def _count_outcome(self, role: str, reason: str | None, detail: str = "") -> None:
@@ -456,8 +458,9 @@ class ChatLLM:
                 # The lease is already given back: the pause holds no endpoint slot.
                 await asyncio.sleep(self._backoff(attempt, _retry_after(exc)))
                 continue
-            if completion.finish_reason == "length":
-                # A cut answer is never parsed as if complete; the same budget would cut it again.
+            if completion.finish_reason == "length" and self.config.parse_mode == "strict":
+                # A cut answer is never parsed as if complete; the same budget would cut it again. A lenient
+                # config (a tiny local model that rambles into its cap) takes it as a lenient parse.
                 raise LLMCallFailed("truncated", f"cut at max_tokens={self.config.max_tokens} after "
                                                  f"{completion.output_tokens} completion tokens "
                                                  f"({completion.reasoning_tokens} of them reasoning)")

@@ -130,3 +130,22 @@ def test_allow_no_optimization_accepts_such_a_run(tmp_path):
     result = optimizer_failing_run(tmp_path, "--allow-no-optimization")
     assert result.returncode == 0, result.stderr
     assert "no optimization happened" in result.stdout and "error:" not in result.stderr
+
+
+def test_a_lenient_config_takes_a_cut_answer_as_a_lenient_parse_also_from_the_cache(tmp_path):
+    from failure_checks.rules import FailureRules
+    from llm_access.client import AnswerCache
+    from llm_tasks.evolution import evolve
+
+    async def scenario():
+        async with ChatServer(latency=0.001, answer=shaped_answer, shapes=ServerShapes(cut_share=1.0)) as server:
+            config = fake_llm_config("evol", base_url=server.base_url, parse_mode="lenient")
+            cache = AnswerCache(tmp_path / "cache.sqlite")
+            outcomes = [await evolve(ChatLLM(config, cache=cache), "Make it harder.", "Name three rivers of Europe.",
+                                     FailureRules.load(None)) for _ in range(2)]  # the second from the cache
+            return outcomes, server.chat_requests
+
+    (fresh, cached), requests = asyncio.run(scenario())
+    assert requests == 1
+    assert fresh.lenient and cached.lenient and fresh.raw == cached.raw
+    assert fresh.failure is None or fresh.failure.reason != "truncated"
