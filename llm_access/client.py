@@ -4,9 +4,10 @@
 per endpoint (llm_access.pool: least-loaded choice, concurrency that adapts to
 throttling, failover), and adds what a long data run needs: optional rate and token
 limits, retries that tell transient from final errors, reasoning kept apart from the
-answer in each of its shapes, cut answers (`finish_reason: length`) refused, token
-accounting per role (reasoning and cached input apart), a circuit breaker that ends
-the run when the same wrong-config failure repeats, and an answer cache keyed by
+answer in each of its shapes, cut answers (`finish_reason: length`) refused (a lenient
+config takes them leniently), token accounting per role (reasoning and cached input
+apart), a circuit breaker that ends the run when the same wrong-config failure
+repeats, and an answer cache keyed by
 everything that changes an answer or its acceptance (the endpoint or the pool's set of
 endpoints, model, params, parse mode, messages, sample index).
 """

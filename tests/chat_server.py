@@ -37,7 +37,9 @@ def shaped_answer(prompt: str, seed: int | None = None) -> str:
     """Answers shaped like a good model's, so evolutions pass the failure rules and methods parse."""
     if "<feedback>" in prompt:
         method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
-        return f"Tightened.\n```Optimized Method\n{method}\nSample {seed}.\n```"
+        # One real change, so that the method gate (near_copy) lets the candidate through to validation.
+        return (f"Tightened.\n```Optimized Method\n{method}\nSample {seed}: keep every number and every name the "
+                "instruction gives, and add exactly one constraint a reader can check.\n```")
     if "### Case " in prompt:
         return "Case 1: fine. Summary: nothing to fix."
     if "#Instruction#\n" in prompt:

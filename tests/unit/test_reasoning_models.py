@@ -83,6 +83,11 @@ def test_no_reasoning_reaches_the_outputs_and_its_tokens_are_counted_per_role(tm
     assert sum(u["cached_input_tokens"] for u in usage.values()) == reported["cached_tokens"]
     assert (reported["cached_tokens"] > 0) == (usage_style is not None)
     assert run["settings"]["evol_llm"]["max_tokens"] == 8192  # reasoning: true raised the default
+    card = (out / "dataset" / "README.md").read_text(encoding="utf-8")
+    respond = usage["respond"]
+    assert (f"| respond | {respond['requests']} | {respond['cached_calls']} | {respond['input_tokens']} | "
+            f"{respond['cached_input_tokens']} | {respond['output_tokens']} | {respond['reasoning_tokens']} |") in card
+    assert "<th>reasoning_<wbr>tokens</th>" in (out / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("shape", SHAPES)

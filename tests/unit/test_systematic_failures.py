@@ -61,7 +61,8 @@ async def _outcome(call):
 def test_a_cut_answer_is_a_failure_truncated_never_parsed():
     async def scenario():
         async with ChatServer(latency=0.001, answer=shaped_answer, shapes=ServerShapes(cut_share=1.0)) as server:
-            llm = ChatLLM(fake_llm_config("evol", base_url=server.base_url, max_tokens=64, max_retries=3))
+            llm = ChatLLM(fake_llm_config("evol", base_url=server.base_url, max_tokens=64, max_retries=3,
+                                          parse_mode="strict"))
             try:
                 await llm.complete("#Instruction#\nName three rivers.", role="evolve", accept=lambda text: True)
             except LLMCallFailed as exc:
