@@ -150,3 +150,21 @@ def test_a_lenient_config_takes_a_cut_answer_as_a_lenient_parse_also_from_the_ca
     assert requests == 1
     assert fresh.lenient and cached.lenient and fresh.raw == cached.raw
     assert fresh.failure is None or fresh.failure.reason != "truncated"
+
+
+def test_a_cut_optimized_method_is_never_a_candidate(tmp_path):
+    cut_optimizer = ServerShapes(cut_share=1.0, cut_only="<feedback>")  # only the optimizer's answers are cut
+    with ServerThread(answer=shaped_answer) as evol_server, \
+            ServerThread(answer=shaped_answer, shapes=cut_optimizer) as optim_server:
+        evol = llm_file(tmp_path, evol_server.base_url, "evol.yaml")
+        optim = llm_file(tmp_path, optim_server.base_url, "optim.yaml")
+        result = run_against(tmp_path, evol, "--optim-llm-config", optim, "--loop", "1", "--test-run",
+                             "--allow-no-optimization")
+        cut = optim_server.reported["cut"]
+    assert result.returncode == 0, result.stderr
+    run = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
+    candidates = run["history"][0]["candidates"]
+    assert cut == len(candidates) == 2 and run["method_id"] == "e0"
+    for candidate in candidates:
+        assert candidate["status"] == "unusable" and candidate["text"] is None
+        assert "max_tokens=256" in candidate["raw"] and "Optimized Method" not in candidate["raw"]
