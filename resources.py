@@ -77,7 +77,8 @@ class RunResources:
         evol = client(settings.evol_llm, "evol")
         same = settings.optim_llm == settings.evol_llm and "optim" not in models
         optim = evol if same else client(settings.optim_llm, "optim")
-        pool = LLMPool(evol, optim, prior_usage=prior["token_usage"], prior_cost=(prior["cost"] or {}).get("by_role", {}))
+        pool = LLMPool(evol, optim, prior_usage=prior["token_usage"], prior_cost=(prior["cost"] or {}).get("by_role", {}),
+                       prior_cost_without_cache=(prior["cost"] or {}).get("by_role_without_cache", {}))
         return cls(settings, pool, RecordStore(settings.save_path), FailureRules.load(settings.rules_path))
 
 

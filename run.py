@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--quiet", action="store_true", help="No progress bars or progress lines on stderr")
     out.add_argument("--dry-run", action="store_true",
                      help="Print the planned LLM calls per phase and estimated tokens and cost, then exit")
+    out.add_argument("--allow-no-optimization", action="store_true",
+                     help="Exit 0 even when no optimization step produced a usable candidate method")
     out.add_argument("--max-budget-tokens", type=positive, default=None,
                      help="Stop cleanly (resumable) once the run has used this many tokens in all")
     out.add_argument("--report-only", metavar="DIR", default=None,
@@ -121,8 +123,15 @@ def print_summary(values: dict, settings: RunSettings) -> None:
             noise = f"; the difference is within noise for a dev set of {e0['dev_size']}"
         print(f"dev failure rate (95% interval): e0 {rate_with_interval(e0)} -> {run['method_id']} "
               f"{rate_with_interval(final)} ({run['stop_reason']}{noise})")
+    if note := (run.get("optimization") or {}).get("note"):
+        print(note)
     print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, "
           "run.json, dataset/)")
+
+
+def no_usable_candidate(settings: RunSettings) -> bool:
+    run = json.loads((Path(settings.save_path) / "run.json").read_text(encoding="utf-8"))
+    return bool((run.get("optimization") or {}).get("no_usable_candidate"))
 
 
 async def checkpoint_writes_landed(saver, timeout: float = 30.0) -> None:
@@ -279,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     from run_checks import check_run
     from llm_access.client import FatalLLMError
     from llm_access.embedded_server import EmbeddedServerError, embedded_server
+    from llm_access.probe import probe_run, record_probe_usage
     from publishing.dataset_folder import save_options
     from publishing.hub import PublishError
     from ray_backend import WorkerLost
@@ -299,16 +309,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(settings, seeds)
             return 0
+        probes = probe_run(settings.evol_llm, settings.optim_llm)  # a wrong URL, model or key stops here
         prepare_directory(settings, args.overwrite, seeds, args.cache)
         save_options(Path(settings.save_path), args.license, args.push_to_hub)
         needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
         with embedded_server() if needs_server else contextlib.nullcontext() as server:
+            if server:
+                probe_run(settings.evol_llm, settings.optim_llm, server.base_url, into=probes)
+            record_probe_usage(settings.save_path, probes)
             values = asyncio.run(execute(settings, server.base_url if server else None, args.cache,
                                          quiet=args.quiet, max_budget_tokens=args.max_budget_tokens,
                                          workers=args.workers, ray_address=args.ray_address, seeds=seeds))
         print_summary(values, settings)
         if (empty := nothing_written(values, settings)) is not None:
             print(f"error: {empty}", file=sys.stderr)
+            return 1
+        # The embedded demo model cannot rewrite a method; for it the summary's note is enough.
+        if not args.allow_no_optimization and not settings.optim_llm.embedded and no_usable_candidate(settings):
+            print("error: no optimization happened (no usable candidate method in any step; see the summary and "
+                  "run.json's history): fix the optim LLM, or pass --allow-no-optimization", file=sys.stderr)
             return 1
         publish(Path(settings.save_path), args, token, rebuild=False)
         return 0

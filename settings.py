@@ -81,6 +81,8 @@ class RunSettings(BaseModel):
     """LLM that analyses and optimizes: a preset or a YAML file; if neither is set, deepseek with DEEPSEEK_API_KEY, else local."""
     save_path: Annotated[str, Flag("output")] = "evolution_result"
     """Output directory."""
+    keep_reasoning: Annotated[bool, Flag("output")] = False
+    """Keep a reasoning model's reasoning of each response: a `reasoning` field in records.jsonl and a column in the dataset."""
 
 
 class SettingInput(NamedTuple):

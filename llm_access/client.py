@@ -3,9 +3,13 @@
 `ChatLLM` sends an `LLMConfig`'s requests through a pool of `ChatOpenAI` clients, one
 per endpoint (llm_access.pool: least-loaded choice, concurrency that adapts to
 throttling, failover), and adds what a long data run needs: optional rate and token
-limits, retries that tell transient from final errors, `<think>` stripping, token
-accounting per role, and an answer cache keyed by (endpoint, model, params, messages,
-sample index), where the endpoint of a pool is the pool as a whole.
+limits, retries that tell transient from final errors, reasoning kept apart from the
+answer in each of its shapes, cut answers (`finish_reason: length`) refused (a lenient
+config takes them leniently), token accounting per role (reasoning and cached input
+apart), a circuit breaker that ends the run when the same wrong-config failure
+repeats, and an answer cache keyed by
+everything that changes an answer or its acceptance (the endpoint or the pool's set of
+endpoints, model, params, parse mode, messages, sample index).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +38,12 @@ from llm_access.config import EndpointConfig, LLMConfig
 from llm_access.pool import Endpoint, EndpointPool, Lease, PoolExhausted, TokenBucket
 
 FINAL_STATUS = {400, 401, 403, 404, 422}
+BREAKER_WINDOW = 20
+"""The first calls of a role the breaker looks at: when more than half of them end with the same
+systematic reason, the config is wrong, not the data."""
+BREAKER_STREAK = 10
+"""Calls of a role in a row ending with the same systematic reason that end the run at any point
+(an endpoint that breaks mid-run); at a 10% rate of one reason, ten in a row is a 1e-10 chance."""
 THROTTLE_STATUS = {429, 503}
 MAX_HANDOFFS = 20
 """Times one request may be handed on (throttled, or its endpoint unreachable) before it fails; these
@@ -50,6 +61,10 @@ class LLMCallFailed(RuntimeError):
 
 class FatalLLMError(RuntimeError):
     """The endpoint cannot serve this run at all (bad key, unreachable); ends the run."""
+
+
+class SystematicFailure(FatalLLMError):
+    """The same non-transient failure keeps repeating for a role: a wrong config, so the run ends."""
 
 
 class BudgetReached(FatalLLMError):
@@ -72,16 +87,24 @@ class TokenBudget:
 
 @dataclass(frozen=True)
 class Completion:
-    """What one call returned, think blocks removed."""
+    """What one call returned, its reasoning apart from its answer."""
 
     text: str
-    """The answer's content."""
+    """The answer's content, without any reasoning."""
     input_tokens: int
     """Prompt tokens reported by the endpoint (0 when cached)."""
     output_tokens: int
-    """Completion tokens reported by the endpoint (0 when cached)."""
+    """Completion tokens reported by the endpoint, reasoning included (0 when cached)."""
     cached: bool = False
     """True when the answer came from the cache, with no request made."""
+    reasoning: str = ""
+    """The model's reasoning (a reasoning field or <think> text), never part of `text`."""
+    reasoning_tokens: int = 0
+    """Of output_tokens, those the endpoint reports as reasoning."""
+    cached_input_tokens: int = 0
+    """Of input_tokens, those the endpoint reports as served from its prompt cache."""
+    finish_reason: str | None = None
+    """"length" when the answer was cut at max_tokens."""
 
 
 @dataclass
@@ -98,6 +121,10 @@ class RoleUsage:
     """HTTP requests sent, retries included."""
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    """Of output_tokens, those reported as reasoning."""
+    cached_input_tokens: int = 0
+    """Of input_tokens, those reported as prompt-cache hits (0 where the endpoint reports none)."""
 
 
 class AnswerCache:
@@ -111,14 +138,24 @@ class AnswerCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT NOT NULL)")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+        for column in ("reasoning", "finish_reason"):  # a cache written before they were kept
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE answers ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
         self._db.commit()
 
     def get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT text FROM answers WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        hit = self.get_completion(key)
+        return hit[0] if hit else None
 
-    def put(self, key: str, text: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)", (key, text))
+    def get_completion(self, key: str) -> tuple[str, str, str] | None:
+        """(answer, reasoning, finish reason) stored under `key`, or None."""
+        row = self._db.execute("SELECT text, reasoning, finish_reason FROM answers WHERE key = ?", (key,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def put(self, key: str, text: str, reasoning: str = "", finish_reason: str | None = None) -> None:
+        self._db.execute("INSERT OR REPLACE INTO answers (key, text, reasoning, finish_reason) VALUES (?, ?, ?, ?)",
+                         (key, text, reasoning, finish_reason or ""))
         self._db.commit()
 
     def close(self) -> None:
@@ -130,12 +167,34 @@ CONNECTIONS_PER_CLIENT = 32
 more CPU than the rest of the run (12 ms per request), so an endpoint gets one client per 32."""
 
 
+class ChatCompletionsModel(ChatOpenAI):
+    """ChatOpenAI that keeps what it drops: a message's `reasoning_content` / `reasoning` field and the
+    response's raw `usage` (DeepSeek's cache fields are in no langchain usage shape).
+
+    Both go where a langchain message has room for them: the reasoning in
+    `additional_kwargs["reasoning_content"]` (where langchain-deepseek puts it), the usage in
+    `response_metadata["raw_usage"]`. langchain-openai 1.7 builds the message in `_create_chat_result`
+    from the response it parsed; reading the same response here costs no second parse of the body.
+    """
+
+    def _create_chat_result(self, response, generation_info=None):
+        result = super()._create_chat_result(response, generation_info)
+        raw = response if isinstance(response, dict) else response.model_dump(warnings=False)
+        for generation, choice in zip(result.generations, raw.get("choices") or []):
+            message = choice.get("message") or {}
+            reasoning = message.get("reasoning_content") or message.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                generation.message.additional_kwargs["reasoning_content"] = reasoning
+            generation.message.response_metadata["raw_usage"] = raw.get("usage") or {}
+        return result
+
+
 def build_chat_model(config: LLMConfig, endpoint: EndpointConfig | None = None,
                      connections: int | None = None) -> BaseChatModel:
     """A ChatOpenAI for one endpoint of this config (the first by default); retries are ours, so the client's are off."""
     endpoint = endpoint or config.endpoint_list()[0]
     connections = connections or endpoint.concurrency or 1
-    return ChatOpenAI(
+    return ChatCompletionsModel(
         model=config.model,
         base_url=endpoint.base_url,
         api_key=SecretStr(config.api_key(endpoint.api_key_env)),
@@ -151,6 +210,63 @@ def build_chat_model(config: LLMConfig, endpoint: EndpointConfig | None = None,
         # llama_cpp.server ignores max_completion_tokens, which is what langchain sends.
         extra_body={"max_tokens": config.max_tokens, **config.extra_body},
     )
+
+
+_THINK_TAG = re.compile(r"</?think>", re.IGNORECASE)
+_THINK_INSIDE = re.compile(r"<think>(.*?)</think>", re.IGNORECASE | re.DOTALL)
+
+
+def split_reasoning(content: str, reasoning_field: str = "") -> tuple[str, str]:
+    """(answer, reasoning) of one message: a reasoning field, or <think> text inside the content.
+
+    The answer is what `strip_think` keeps (closed blocks, a lone closing tag, an unclosed opening
+    tag); the reasoning is the rest of the content without its tags.
+    """
+    answer = strip_think(content)
+    thought = content
+    if answer and answer in content:
+        head, _, tail = content.rpartition(answer)
+        thought = head + tail
+    elif answer:  # closed blocks inside the answer: their text is the reasoning
+        thought = "\n".join(_THINK_INSIDE.findall(content))
+    thought = _THINK_TAG.sub("", thought).strip()
+    return answer, "\n\n".join(part for part in (reasoning_field.strip(), thought) if part)
+
+
+def _number(table: Any, *path: str) -> int:
+    for name in path:
+        table = table.get(name) if isinstance(table, dict) else None
+    return table if isinstance(table, int) else 0
+
+
+def token_counts(raw_usage: dict, usage_metadata: dict) -> tuple[int, int, int, int]:
+    """(input, output, reasoning, cached input) tokens of one answer.
+
+    From the response's own usage where the model kept it (OpenAI's `prompt_tokens_details.cached_tokens`,
+    DeepSeek's `prompt_cache_hit_tokens`, `completion_tokens_details.reasoning_tokens`), else from
+    langchain's usage_metadata; a count nobody reports is 0, never a guess.
+    """
+    details_in = usage_metadata.get("input_token_details") or {}
+    details_out = usage_metadata.get("output_token_details") or {}
+    input_tokens = _number(raw_usage, "prompt_tokens") or usage_metadata.get("input_tokens", 0)
+    output_tokens = _number(raw_usage, "completion_tokens") or usage_metadata.get("output_tokens", 0)
+    reasoning = (_number(raw_usage, "completion_tokens_details", "reasoning_tokens")
+                 or details_out.get("reasoning", 0) or 0)
+    cached = (_number(raw_usage, "prompt_cache_hit_tokens") or _number(raw_usage, "prompt_tokens_details", "cached_tokens")
+              or details_in.get("cache_read", 0) or 0)
+    return input_tokens, output_tokens, reasoning, cached
+
+
+def completion_of(message: BaseMessage) -> Completion:
+    """The answer, reasoning, finish reason and token counts of one chat message."""
+    content = message.content if isinstance(message.content, str) else str(message.content)
+    field_reasoning = message.additional_kwargs.get("reasoning_content") or ""
+    text, reasoning = split_reasoning(content, field_reasoning if isinstance(field_reasoning, str) else "")
+    metadata = message.response_metadata or {}
+    input_tokens, output_tokens, reasoning_tokens, cached = token_counts(
+        metadata.get("raw_usage") or {}, getattr(message, "usage_metadata", None) or {})
+    return Completion(text, input_tokens, output_tokens, reasoning=reasoning, reasoning_tokens=reasoning_tokens,
+                      cached_input_tokens=cached, finish_reason=metadata.get("finish_reason"))
 
 
 def _first_line(exc: Exception) -> str:
@@ -191,6 +307,67 @@ def build_pool(config: LLMConfig, model: BaseChatModel | None = None) -> Endpoin
     return EndpointPool(endpoints, max_strikes=config.max_retries + 1)
 
 
+SYSTEMATIC_REASONS = ("truncated", "malformed_response")
+"""Besides an HTTP 4xx other than 429: reasons that say the config or the endpoint is wrong, not the item."""
+
+
+def is_systematic(reason: str) -> bool:
+    if reason.startswith("http_4"):
+        return reason != "http_429"
+    return reason in SYSTEMATIC_REASONS or reason.startswith("error_")
+
+
+@dataclass
+class CircuitBreaker:
+    """Ends the run when one role's calls keep failing for the same systematic reason.
+
+    Trips when more than half of the role's first BREAKER_WINDOW calls end with one such reason (so a
+    wrong config costs at most about a dozen calls), or when BREAKER_STREAK calls in a row do at any
+    later point. Calls are counted as they end; answers from the cache count as successes.
+    """
+
+    config: LLMConfig
+    ended: int = 0
+    first: Counter = field(default_factory=Counter)
+    """Systematic reasons among the first BREAKER_WINDOW ended calls."""
+    streak_reason: str = ""
+    streak: int = 0
+    detail: str = ""
+    """The latest systematic failure's detail, for the message."""
+
+    def outcome(self, role: str, reason: str | None, detail: str = "") -> None:
+        """Count one ended call (reason None: it succeeded); raises SystematicFailure when the breaker trips."""
+        self.ended += 1
+        if reason is None or not is_systematic(reason):
+            self.streak, self.streak_reason = 0, ""
+            return
+        self.detail = detail
+        self.streak, self.streak_reason = (self.streak + 1, reason) if reason == self.streak_reason else (1, reason)
+        if self.ended <= BREAKER_WINDOW:
+            self.first[reason] += 1
+            if self.first[reason] > BREAKER_WINDOW // 2:
+                raise SystematicFailure(self.message(role, reason, f"{self.first[reason]} of the first {self.ended} answers"))
+        if self.streak >= BREAKER_STREAK:
+            raise SystematicFailure(self.message(role, reason, f"{self.streak} answers in a row"))
+
+    def message(self, role: str, reason: str, how_many: str) -> str:
+        c = self.config
+        if reason == "truncated":
+            return (f"{role}: {how_many} were cut at max_tokens={c.max_tokens} (finish_reason length): "
+                    f"raise max_tokens in the LLM config '{c.name}'"
+                    + ("" if c.reasoning else ", or set reasoning: true for a thinking model"))
+        status = reason.removeprefix("http_")
+        hint = {"400": "the server refuses the request: check model and extra_body",
+                "401": "the key is refused: check api_key_env", "403": "the key may not use this model",
+                "404": "check base_url (most servers want it to end in /v1) and model",
+                "422": "the server refuses the request body: check extra_body"}.get(status, "check the LLM config")
+        what = f"failed with HTTP {status}" if status.isdigit() else f"failed ({reason})"
+        return f"{role}: {how_many} {what} ({self.detail[:120]}): {hint} in the LLM config '{c.name}' ({self.config_urls()})"
+
+    def config_urls(self) -> str:
+        return ", ".join(e.base_url for e in self.config.endpoint_list())
+
+
 class ChatLLM:
     """A capped, retrying, caching, token-counting client for one config's endpoints."""
 
@@ -206,15 +383,18 @@ class ChatLLM:
         self._request_rate = TokenBucket(config.requests_per_second, 1) if config.requests_per_second else None
         self._token_rate = (TokenBucket(config.tokens_per_minute / 60, config.tokens_per_minute)
                             if config.tokens_per_minute else None)
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._tripped: SystematicFailure | None = None
 
     def cache_key(self, messages: list[BaseMessage], sample_index: int) -> str:
+        """Everything that changes an answer or whether it is accepted: the endpoint (the set of a pool's
+        URLs, whichever answered), model, sampling, max_tokens, extra_body, seed, parse mode, messages and
+        sample index."""
         c = self.config
-        # The embedded server's port changes per run; its identity is the model. A pool's
-        # answers must hit the cache whichever endpoint gave them; one endpoint keeps the
-        # URL, as caches written before pools existed did.
-        urls = [e.base_url for e in c.endpoint_list()]
-        endpoint = "embedded" if c.embedded else urls[0] if len(urls) == 1 else "pool"
-        payload = [endpoint, c.model, c.temperature, c.top_p, c.max_tokens, c.extra_body, c.seed,
+        # The embedded server's port changes per run; its identity is the model.
+        urls = sorted(e.base_url for e in c.endpoint_list())
+        endpoint = "embedded" if c.embedded else urls[0] if len(urls) == 1 else urls
+        payload = [endpoint, c.model, c.temperature, c.top_p, c.max_tokens, c.extra_body, c.seed, c.parse_mode,
                    messages_to_dict(messages), sample_index]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -224,25 +404,39 @@ class ChatLLM:
     ) -> Completion:
         """Answer `prompt`; `accept` rejects an unusable answer, which is re-asked.
 
-        Raises LLMCallFailed when retries are spent, FatalLLMError when the endpoint
-        cannot serve the run (bad key, unreachable).
+        Raises LLMCallFailed when retries are spent (reason `truncated` for an answer cut at
+        max_tokens), FatalLLMError when the endpoint cannot serve the run (bad key, unreachable,
+        or a systematic failure the circuit breaker caught).
         """
+        if self._tripped:
+            raise self._tripped
         messages = [HumanMessage(prompt)] if isinstance(prompt, str) else prompt
         key = self.cache_key(messages, sample_index)
         usage = self.usage[role]
         usage.calls += 1
-        if self.cache and (hit := self.cache.get(key)) is not None:
+        if self.cache and (hit := self.cache.get_completion(key)) is not None:
             usage.cached_calls += 1
-            return Completion(hit, 0, 0, cached=True)
+            self._count_outcome(role, None)
+            return Completion(hit[0], 0, 0, cached=True, reasoning=hit[1], finish_reason=hit[2] or None)
         self.budget.check()
         try:
             completion = await self._complete_with_retries(messages, sample_index, accept, usage)
-        except LLMCallFailed:
+        except LLMCallFailed as exc:
             usage.failed_calls += 1
+            self._count_outcome(role, exc.reason, exc.detail)
             raise
+        self._count_outcome(role, None)
         if self.cache:
-            self.cache.put(key, completion.text)
+            self.cache.put(key, completion.text, completion.reasoning, completion.finish_reason)
         return completion
+
+    def _count_outcome(self, role: str, reason: str | None, detail: str = "") -> None:
+        breaker = self._breakers.setdefault(role, CircuitBreaker(self.config))
+        try:
+            breaker.outcome(role, reason, detail)
+        except SystematicFailure as exc:
+            self._tripped = self._tripped or exc
+            raise self._tripped from None
 
     async def _complete_with_retries(self, messages, sample_index, accept, usage: RoleUsage) -> Completion:
         last_reason, last_detail = "error", ""
@@ -252,6 +446,8 @@ class ChatLLM:
                 # Every answer costs tokens, the rejected ones too.
                 usage.input_tokens += completion.input_tokens
                 usage.output_tokens += completion.output_tokens
+                usage.reasoning_tokens += completion.reasoning_tokens
+                usage.cached_input_tokens += completion.cached_input_tokens
                 self.budget.used += completion.input_tokens + completion.output_tokens
             except FatalLLMError:
                 raise
@@ -263,6 +459,12 @@ class ChatLLM:
                 # The lease is already given back: the pause holds no endpoint slot.
                 await asyncio.sleep(self._backoff(attempt, _retry_after(exc)))
                 continue
+            if completion.finish_reason == "length" and self.config.parse_mode == "strict":
+                # A cut answer is never parsed as if complete; the same budget would cut it again. A lenient
+                # config (a tiny local model that rambles into its cap) takes it as a lenient parse.
+                raise LLMCallFailed("truncated", f"cut at max_tokens={self.config.max_tokens} after "
+                                                 f"{completion.output_tokens} completion tokens "
+                                                 f"({completion.reasoning_tokens} of them reasoning)")
             if not completion.text:
                 last_reason, last_detail = "empty_content", "the endpoint returned no text"
             elif accept is not None and not accept(completion.text):
@@ -283,6 +485,9 @@ class ChatLLM:
             # Every send takes its turn, a hand-off after a 429 too; tokens are charged once per answer.
             await self._respect_rate_limits(estimate if handoffs == 0 else 0)
             lease = await self._acquire()
+            if self._tripped:  # the breaker tripped while this call waited for a slot: send nothing more
+                self.pool.abandoned(lease)
+                raise self._tripped
             usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
             self.in_flight += 1
             try:
@@ -299,10 +504,7 @@ class ChatLLM:
                 raise
             finally:
                 self.in_flight -= 1
-            answer_usage = getattr(message, "usage_metadata", None) or {}
-            completion = Completion(
-                strip_think(message.content if isinstance(message.content, str) else str(message.content)),
-                answer_usage.get("input_tokens", 0), answer_usage.get("output_tokens", 0))
+            completion = completion_of(message)
             self.pool.succeeded(lease, completion.input_tokens, completion.output_tokens)
             if self._token_rate and (spent := completion.input_tokens + completion.output_tokens):
                 self._token_rate.charge(spent - estimate)
@@ -358,6 +560,8 @@ class LLMPool:
     """Usage of earlier invocations of this run (a resumed run adds to it)."""
     prior_cost: dict[str, float] = field(default_factory=dict)
     """USD per role spent by earlier invocations."""
+    prior_cost_without_cache: dict[str, float] = field(default_factory=dict)
+    """The same priced as if no input had been a prompt-cache hit."""
     worker_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per Ray worker of this invocation, its latest `worker_report()`: its usage, cost and endpoints."""
 
@@ -374,7 +578,8 @@ class LLMPool:
 
     def worker_report(self) -> dict[str, Any]:
         """What a Ray worker hands the driver: its usage, cost per role and endpoint figures."""
-        return {"usage": self.own_usage(), "cost": self.own_cost(), "endpoints": self.endpoint_stats()}
+        return {"usage": self.own_usage(), "cost": self.own_cost(), "cost_without_cache": self.own_cost(with_cache=False),
+                "endpoints": self.endpoint_stats()}
 
     def usage_by_role(self) -> dict[str, dict[str, int]]:
         """Counters of the whole run, earlier invocations included."""
@@ -388,25 +593,42 @@ class LLMPool:
         return own + [{**endpoint, "worker": name} for name, report in sorted(self.worker_reports.items())
                       for endpoint in report["endpoints"]]
 
-    def own_cost(self) -> dict[str, float]:
-        """USD per role spent by this process's clients, for the roles whose config has prices."""
+    def own_cost(self, with_cache: bool = True) -> dict[str, float]:
+        """USD per role spent by this process's clients, for the roles whose config has prices; `with_cache`
+        False prices the cached input as uncached (what the run would have cost without prompt caching)."""
         by_role: dict[str, float] = defaultdict(float)
         for client in self.clients():
             for role, usage in client.usage.items():
-                amount = client.config.cost(usage.input_tokens, usage.output_tokens)
+                cached = usage.cached_input_tokens if with_cache else 0
+                amount = client.config.cost(usage.input_tokens, usage.output_tokens, cached)
                 if amount is not None:
                     by_role[role] += amount
         return dict(by_role)
 
     def cost(self) -> dict[str, Any] | None:
-        """USD per role and in total for this invocation (its workers too) plus earlier ones, when the configs have prices."""
-        by_role: dict[str, float] = defaultdict(float)
-        for table in [self.own_cost(), self.prior_cost, *(report["cost"] for report in self.worker_reports.values())]:
-            for role, amount in table.items():
-                by_role[role] += amount
-        if not by_role:
+        """USD per role and in total for this invocation (its workers too) plus earlier ones, when the configs
+        have prices; the same without the prompt cache's discount, and the share of input that was cached."""
+        tables = {True: [self.own_cost(), self.prior_cost, *(r["cost"] for r in self.worker_reports.values())],
+                  False: [self.own_cost(with_cache=False), self.prior_cost_without_cache,
+                          *(r.get("cost_without_cache", r["cost"]) for r in self.worker_reports.values())]}
+        totals: dict[bool, dict[str, float]] = {}
+        for with_cache, parts in tables.items():
+            by_role = totals[with_cache] = defaultdict(float)
+            for table in parts:
+                for role, amount in table.items():
+                    by_role[role] += amount
+        if not totals[True]:
             return None
-        return {"total_usd": round(sum(by_role.values()), 6), "by_role": {r: round(v, 6) for r, v in sorted(by_role.items())}}
+        # A run priced before cached input was counted has no figure without the cache: its cost stands in.
+        without = {role: totals[False].get(role, amount) for role, amount in totals[True].items()}
+        usage = self.usage_by_role().values()
+        input_tokens = sum(u.get("input_tokens", 0) for u in usage)
+        return {"total_usd": round(sum(totals[True].values()), 6),
+                "by_role": {r: round(v, 6) for r, v in sorted(totals[True].items())},
+                "total_usd_without_cache": round(sum(without.values()), 6),
+                "by_role_without_cache": {r: round(v, 6) for r, v in sorted(without.items())},
+                "cached_input_share": round(sum(u.get("cached_input_tokens", 0) for u in usage) / input_tokens, 4)
+                if input_tokens else 0.0}
 
 
 def _merge(tables: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:

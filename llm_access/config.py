@@ -26,6 +26,8 @@ PRESET_NAMES = ("local", "deepseek", "openai")
 # configuration. Current ids come from langchain-deepseek's model profiles.
 DEFAULT_DEEPSEEK_MODEL = "deepseek-v4-flash"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+REASONING_MAX_TOKENS = 8192
+"""The default max_tokens of a `reasoning: true` config: a thinking model spends 1024 on thinking alone."""
 
 
 class EndpointConfig(BaseModel):
@@ -142,6 +144,18 @@ class LLMConfig(BaseModel):
     """Optional price in USD per million prompt tokens, for cost reports."""
     output_price_per_million: float | None = None
     """Optional price in USD per million completion tokens."""
+    cached_input_price_per_million: float | None = None
+    """Optional price in USD per million prompt tokens served from the endpoint's prompt cache; unset
+    prices them as uncached input."""
+    reasoning: bool = False
+    """A thinking model (DeepSeek reasoner, Qwen3, ...): max_tokens defaults to REASONING_MAX_TOKENS and
+    the dry run counts reasoning tokens."""
+
+    @model_validator(mode="after")
+    def _room_to_think(self) -> "LLMConfig":
+        if self.reasoning and "max_tokens" not in self.model_fields_set:
+            self.max_tokens = REASONING_MAX_TOKENS
+        return self
 
     @model_validator(mode="after")
     def _one_endpoint_shape(self) -> "LLMConfig":
@@ -175,9 +189,11 @@ class LLMConfig(BaseModel):
     def _without_unset_pool_fields(self, handler) -> dict[str, Any]:
         # settings.json of runs made before pools existed must still match on resume.
         fields = handler(self)
-        for name in ("endpoints", "tokens_per_minute"):
+        for name in ("endpoints", "tokens_per_minute", "cached_input_price_per_million"):
             if fields.get(name, 0) is None:
                 del fields[name]
+        if fields.get("reasoning") is False:
+            del fields["reasoning"]
         return fields
 
     def endpoint_list(self) -> list[EndpointConfig]:
@@ -194,11 +210,14 @@ class LLMConfig(BaseModel):
         """Requests in flight at once over all endpoints, at their caps."""
         return sum(e.concurrency or self.concurrency for e in self.endpoint_list())
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
-        """USD for these tokens, or None when the config has no prices."""
+    def cost(self, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0) -> float | None:
+        """USD for these tokens, `cached_input_tokens` of the input at the cached price; None when the
+        config has no prices."""
         if self.input_price_per_million is None and self.output_price_per_million is None:
             return None
-        return (input_tokens * (self.input_price_per_million or 0.0)
+        input_price = self.input_price_per_million or 0.0
+        cached_price = input_price if self.cached_input_price_per_million is None else self.cached_input_price_per_million
+        return ((input_tokens - cached_input_tokens) * input_price + cached_input_tokens * cached_price
                 + output_tokens * (self.output_price_per_million or 0.0)) / 1e6
 
     def api_key(self, env_name: str | None = None) -> str:
@@ -265,6 +284,9 @@ def load_llm_config(preset_or_path: str, role: Role) -> LLMConfig:
     base = _preset(fields.pop("preset"), role) if "preset" in fields else {}
     if "endpoints" in fields:
         base.pop("base_url", None)  # the file's pool replaces the preset's one endpoint
+    if fields.get("reasoning") and "max_tokens" not in fields:
+        base.pop("max_tokens", None)  # a thinking model's default, not the preset's
+
     try:
         return LLMConfig(**{**base, "name": path.name, **fields})
     except ValidationError as exc:

@@ -17,6 +17,8 @@ class ResponseOutcome:
     text: str | None
     failure: Failure | None
     raw: str
+    reasoning: str = ""
+    """The model's reasoning, kept apart from the answer (never judged by F, never in `raw`)."""
 
 
 async def respond(llm: ChatLLM, instruction: str, rules: FailureRules) -> ResponseOutcome:
@@ -26,7 +28,7 @@ async def respond(llm: ChatLLM, instruction: str, rules: FailureRules) -> Respon
     except LLMCallFailed as exc:
         return ResponseOutcome(None, Failure(exc.reason, exc.detail), "")
     failure = rules.check_response(answer.text)
-    return ResponseOutcome(None if failure else answer.text, failure, answer.text)
+    return ResponseOutcome(None if failure else answer.text, failure, answer.text, answer.reasoning)
 
 async def judge_information_gain(llm: ChatLLM, parent: str, evolved: str) -> bool:
     """The LLM's yes/no: does `evolved` ask for anything `parent` does not? A failed call says yes."""

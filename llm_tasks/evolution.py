@@ -40,7 +40,8 @@ async def evolve(llm: ChatLLM, method: str, instruction: str, rules: FailureRule
         return EvolutionOutcome(None, Failure(exc.reason, exc.detail), "")
     parsed: ParsedText = parse_evolved_instruction(answer.text, mode)
     failure = rules.check_evolution(instruction, parsed)
-    return EvolutionOutcome(None if failure else parsed.text, failure, answer.text, parsed.lenient, parsed.text)
+    lenient = parsed.lenient or answer.finish_reason == "length"  # a cut answer only a lenient config takes
+    return EvolutionOutcome(None if failure else parsed.text, failure, answer.text, lenient, parsed.text)
 
 async def create_in_breadth(llm: ChatLLM, inspiration: dict, rules: FailureRules, level: int) -> dict:
     """A new lineage: an instruction in the same domain as `inspiration`, rarer, of similar difficulty.
@@ -59,7 +60,8 @@ async def create_in_breadth(llm: ChatLLM, inspiration: dict, rules: FailureRules
         return {**item, "instruction": None, "raw": "", "elimination": {"reason": exc.reason, "detail": exc.detail}}
     parsed = parse_evolved_instruction(answer.text, mode)
     failure = rules.check_evolution(inspiration["instruction"], parsed)
-    item.update(instruction=parsed.text, original=parsed.text, raw=answer.text, lenient=parsed.lenient)
+    item.update(instruction=parsed.text, original=parsed.text, raw=answer.text,
+                lenient=parsed.lenient or answer.finish_reason == "length")
     if failure:
         item["elimination"] = {"reason": failure.reason, "detail": failure.detail}
     return item

@@ -29,5 +29,8 @@ async def optimize(llm: ChatLLM, method: str, feedback: str, sample_index: int) 
         fill("optimize", method=method, feedback=feedback), role="optimize", sample_index=sample_index,
         accept=lambda text: parse_optimized_method(text, mode).text is not None,
     )
-    return parse_optimized_method(answer.text, mode), answer.text
+    parsed = parse_optimized_method(answer.text, mode)
+    if answer.finish_reason == "length":  # only a lenient config gets a cut answer back: it is a lenient parse
+        parsed = ParsedText(parsed.text, lenient=True)
+    return parsed, answer.text
 

@@ -56,6 +56,24 @@ def quality_by_level(store: RecordStore, level_counts: dict[str, dict[str, int]]
     return metrics
 
 
+def optimization_outcome(history: list[dict], optimizing: bool) -> dict:
+    """Whether the optimization phase produced any usable candidate; when it was asked for and none was,
+    a note says so (the data was then evolved with the method the run started from)."""
+    candidates = [c for step in history for c in step.get("candidates") or []]
+    usable = sum(1 for c in candidates if c.get("status") == "usable")
+    failed_analyses = sum(1 for step in history for f in step.get("feedback") or [] if f.get("error"))
+    outcome = {"steps": len(history), "candidates": len(candidates), "usable_candidates": usable,
+               "failed_analyses": failed_analyses, "no_usable_candidate": optimizing and usable == 0}
+    if outcome["no_usable_candidate"]:
+        why = Counter((c.get("rejection") or {}).get("reason") if c.get("status") == "rejected" else c.get("parse")
+                      for c in candidates)
+        reasons = ", ".join(f"{reason} {n}" for reason, n in why.most_common()) or "none was produced"
+        outcome["note"] = (f"no optimization happened: none of the {len(candidates)} candidate methods of "
+                           f"{len(history)} step(s) was usable ({reasons}; {failed_analyses} analyses failed), "
+                           "so the data was evolved with the initial method")
+    return outcome
+
+
 def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
     """The content of run.json; settings carry env variable names, never key values."""
     resources = resources_from(config)
@@ -67,6 +85,8 @@ def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
         "final_score": state.method_score,
         "stop_reason": state.stop_reason,
         "history": state.history,
+        "optimization": optimization_outcome(state.history, optimizing=bool(resources.settings.max_steps)
+                                             and not resources.settings.method_file),
         "counts": {
             "rows_in": state.rows_in,
             "generation_set": state.seed_count,

@@ -77,8 +77,9 @@ async def stream_all(items: Iterable | AsyncIterable, worker: Callable[[object],
         raise errors[0]
 
 
-def record_line(item: LevelItem, response: str, method_id: str) -> dict:
-    """The records.jsonl line of an item that evolved and was answered."""
+def record_line(item: LevelItem, response: str, method_id: str, reasoning: str | None = None) -> dict:
+    """The records.jsonl line of an item that evolved and was answered; `reasoning` (--keep-reasoning) is the
+    response's reasoning."""
     record = {"id": item["id"], "root_id": item["root_id"], "parent_id": item["parent_id"], "level": item["level"],
               "instruction": item["instruction"], "response": response, "original": item["original"]}
     if "reference" in item:
@@ -88,6 +89,8 @@ def record_line(item: LevelItem, response: str, method_id: str) -> dict:
             record[optional] = item[optional]
     record["method_id"] = method_id
     record["parse"] = "lenient" if item.get("lenient") else "marker"
+    if reasoning is not None:
+        record["reasoning"] = reasoning
     return record
 
 
@@ -134,7 +137,8 @@ class LevelStream:
         answer = await respond(self.resources.llms.evol, item["instruction"], self.resources.rules)
         if answer.failure:
             return False, failure_record(item, "respond", answer.failure.reason, answer.failure.detail, answer.raw)
-        return True, record_line(item, answer.text, self.method_id)
+        kept = answer.reasoning if self.resources.settings.keep_reasoning else None
+        return True, record_line(item, answer.text, self.method_id, kept)
 
     def _write(self, own_id: str, outputs: list[tuple[bool, dict]]) -> None:
         # The parent's own child goes last: once it is on disk, so is everything created beside

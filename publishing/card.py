@@ -156,7 +156,8 @@ def level_rows(run: dict, contents: FolderContents) -> list[dict]:
 
 def usage_rows(run: dict) -> list[dict]:
     return [{"task": task, **{key: usage.get(key, 0) for key in
-                              ("requests", "cached_calls", "input_tokens", "output_tokens")}}
+                              ("requests", "cached_calls", "input_tokens", "output_tokens",
+                               "cached_input_tokens", "reasoning_tokens")}}
             for task, usage in sorted((run.get("token_usage") or {}).items())]
 
 

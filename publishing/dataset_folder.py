@@ -58,10 +58,11 @@ class FolderContents:
         return [level for level, rows in self.rows_per_level.items() if rows]
 
 
-def schema(with_reference: bool) -> pa.Schema:
+def schema(with_reference: bool, with_reasoning: bool = False) -> pa.Schema:
     text = [("id", pa.string()), ("root_id", pa.string()), ("parent_id", pa.string()), ("level", pa.int64()),
             ("instruction", pa.string()), ("response", pa.string()), ("original", pa.string())]
     extra = [("reference", pa.string())] if with_reference else []
+    extra += [("reasoning", pa.string())] if with_reasoning else []
     return pa.schema([*text, *extra, ("method_id", pa.string()), ("lineage", pa.string()),
                       ("messages", pa.list_(MESSAGE))])
 
@@ -72,7 +73,7 @@ def _as_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def dataset_row(record: dict, with_reference: bool) -> dict:
+def dataset_row(record: dict, with_reference: bool, with_reasoning: bool = False) -> dict:
     """One record as a dataset row; `messages` is the chat a trainer takes as it is."""
     row = {"id": str(record["id"]), "root_id": _as_text(record.get("root_id")),
            "parent_id": _as_text(record.get("parent_id")), "level": int(record["level"]),
@@ -80,6 +81,8 @@ def dataset_row(record: dict, with_reference: bool) -> dict:
            "original": _as_text(record.get("original"))}
     if with_reference:
         row["reference"] = _as_text(record.get("reference"))
+    if with_reasoning:  # a reasoning model's trace of the response (--keep-reasoning), for distillation
+        row["reasoning"] = record.get("reasoning")
     # "depth": evolved from its parent; "breadth": a new instruction a breadth step wrote.
     row["method_id"] = record.get("method_id")
     row["lineage"] = record.get("lineage") or "depth"
@@ -122,14 +125,15 @@ class LevelWriters:
             writer.close()
 
 
-def write_rows(run_dir: Path, folder: Path, levels: list[int], with_reference: bool) -> FolderContents:
+def write_rows(run_dir: Path, folder: Path, levels: list[int], with_reference: bool,
+               with_reasoning: bool = False) -> FolderContents:
     """Streams records.jsonl into one parquet file per level; counts, samples and languages on the way."""
     contents, languages = FolderContents(rows_per_level=dict.fromkeys(levels, 0), has_reference=with_reference), \
         LanguageTally()
-    writers = LevelWriters(folder, schema(with_reference))
+    writers = LevelWriters(folder, schema(with_reference, with_reasoning))
     try:
         for record in JsonlRows(run_dir / "records.jsonl"):
-            row = dataset_row(record, with_reference)
+            row = dataset_row(record, with_reference, with_reasoning)
             writers.add(row)
             contents.rows_per_level[row["level"]] = contents.rows_per_level.get(row["level"], 0) + 1
             contents.sample_per_level.setdefault(row["level"], row)
@@ -181,7 +185,8 @@ def build_dataset_folder(run_dir: str | Path) -> Path:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     levels = [int(level) for level in run["counts"]["levels"] if level != "0"]
-    contents = write_rows(run_dir, building, levels, with_reference=bool(run["settings"].get("response_field")))
+    contents = write_rows(run_dir, building, levels, with_reference=bool(run["settings"].get("response_field")),
+                          with_reasoning=bool(run["settings"].get("keep_reasoning")))
     options = read_options(run_dir)
     license_id = options.get("license")
     card = render_card(run, contents, license_id, options.get("repo_id"))

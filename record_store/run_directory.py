@@ -217,8 +217,9 @@ def did_nothing(directory: Path) -> bool:
                     return False
     usage = directory / "usage.json"
     if usage.is_file():
-        roles = (json.loads(usage.read_text(encoding="utf-8")).get("token_usage") or {}).values()
-        if any(u.get("output_tokens", 0) or u.get("cached_calls", 0) for u in roles):
+        roles = (json.loads(usage.read_text(encoding="utf-8")).get("token_usage") or {}).items()
+        # The endpoint probe's tiny answer checks the config; it is no work a resume would keep.
+        if any(u.get("output_tokens", 0) or u.get("cached_calls", 0) for role, u in roles if role != "probe"):
             return False
     return _answers_in(directory / CACHE_FILE) == 0
 

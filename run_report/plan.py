@@ -6,6 +6,13 @@ about 4 characters per token for Latin text and 1 per token for Hangul (tokenize
 most open models split Korean finely); prompts add the template around the instruction;
 an evolution answer is estimated at the four-section format (about 3 times the
 instruction plus 120 tokens), an answer at half of max_tokens.
+
+A `reasoning: true` config adds a quarter of its max_tokens of reasoning to every call's
+output (a thinking model's reasoning varies with the task far more than its answer).
+Prompt-cache hits are estimated from the shared method prefix: every evolve prompt
+starts with the method, so each evolve call after the first with a method repeats it.
+Providers cache in blocks and evict, so the real share is lower; the table's cost prices
+all input as uncached and the cached estimate is printed below it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,25 @@ class PhasePlan:
     calls: int
     input_tokens: int
     output_tokens: int
+    """Reasoning included."""
     config: LLMConfig
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Input tokens likely served from the endpoint's prompt cache (the method prefix)."""
+
+
+REASONING_SHARE_OF_MAX_TOKENS = 0.25
+
+
+def reasoning_per_call(config: LLMConfig) -> float:
+    return config.max_tokens * REASONING_SHARE_OF_MAX_TOKENS if config.reasoning else 0.0
+
+
+def with_reasoning(plan: PhasePlan) -> PhasePlan:
+    """The phase with its config's estimated reasoning added to the output."""
+    reasoning = round(plan.calls * reasoning_per_call(plan.config))
+    plan.reasoning_tokens, plan.output_tokens = reasoning, plan.output_tokens + reasoning
+    return plan
 
 
 def plan_run(settings: RunSettings, seed_instructions: list[str]) -> list[PhasePlan]:
@@ -49,20 +74,24 @@ def plan_run(settings: RunSettings, seed_instructions: list[str]) -> list[PhaseP
     validations = (steps * m + 1) * settings.dev_size if optimizing else 0
     analysis_in = method_tokens + settings.batch_size * (loop + 1) * (mean_instruction * 2) + 300
     rows = len(seed_instructions) * (1 + settings.breadth_ratio * ("breadth" in settings.diversity))
-    return [
+    methods_validated = steps * m + 1 if optimizing else 0
+    generation_evolves = round(rows * loop)
+    plans = [
         PhasePlan("optimization: evolve trajectories", trajectory_calls, round(trajectory_calls * evolve_in),
-                  round(trajectory_calls * evolve_out), settings.evol_llm),
+                  round(trajectory_calls * evolve_out), settings.evol_llm,
+                  cached_input_tokens=round(max(0, trajectory_calls - steps) * method_tokens) if optimizing else 0),
         PhasePlan("optimization: analyze", steps * m if optimizing else 0, round(steps * m * analysis_in),
                   round(steps * m * 400), settings.optim_llm),
         PhasePlan("optimization: optimize", steps * m if optimizing else 0, round(steps * m * (method_tokens + 700)),
                   round(steps * m * (method_tokens + 100)), settings.optim_llm),
         PhasePlan("optimization: validate (evolve + answer)", 2 * validations,
                   round(validations * (evolve_in + 2 * mean_instruction)), round(validations * (evolve_out + respond_out)),
-                  settings.evol_llm),
+                  settings.evol_llm, cached_input_tokens=round(max(0, validations - methods_validated) * method_tokens)),
         PhasePlan("generation (evolve + answer, all levels)", round(2 * rows * loop),
                   round(rows * loop * (evolve_in + 2 * mean_instruction)), round(rows * loop * (evolve_out + respond_out)),
-                  settings.evol_llm),
+                  settings.evol_llm, cached_input_tokens=round(max(0, generation_evolves - 1) * method_tokens)),
     ]
+    return [with_reasoning(plan) for plan in plans]
 
 
 def format_plan(plans: list[PhasePlan]) -> str:
@@ -76,4 +105,14 @@ def format_plan(plans: list[PhasePlan]) -> str:
     total_cost = "-" if all(c is None for c in costs) else f"{sum(c or 0 for c in costs):.4f}"
     lines.append(f"{'total (upper bound: nothing fails)':44} {sum(p.calls for p in plans):>7} "
                  f"{sum(p.input_tokens for p in plans):>11} {sum(p.output_tokens for p in plans):>11} {total_cost:>9}")
+    if reasoning := sum(p.reasoning_tokens for p in plans):
+        lines.append(f"reasoning: {reasoning} of the output tokens are estimated reasoning "
+                     f"({REASONING_SHARE_OF_MAX_TOKENS:.0%} of max_tokens per call of a reasoning: true LLM)")
+    cached, inputs = sum(p.cached_input_tokens for p in plans), sum(p.input_tokens for p in plans)
+    if cached:
+        cached_costs = [p.config.cost(p.input_tokens, p.output_tokens, p.cached_input_tokens) for p in plans]
+        priced = "" if all(c is None for c in cached_costs) else \
+            f"; cost at the cached input price: {sum(c or 0 for c in cached_costs):.4f} USD"
+        lines.append(f"prompt cache: about {cached} of the {inputs} input tokens repeat the method prefix "
+                     f"({cached / max(1, inputs):.0%}), a cache hit where the endpoint caches prompts{priced}")
     return "\n".join(lines)

@@ -19,7 +19,8 @@ QUALITY_COLUMNS = (
     "count", "mean_length", "median_length", "growth_over_parent", "distinct_1_chars", "distinct_2_chars",
     "distinct_1_words", "distinct_2_words", "pairwise_jaccard_distance", "hangul_ratio", "hangul_ratio_drift",
 )
-TOKEN_COLUMNS = ("calls", "cached_calls", "failed_calls", "requests", "input_tokens", "output_tokens")
+TOKEN_COLUMNS = ("calls", "cached_calls", "failed_calls", "requests", "input_tokens", "output_tokens",
+                 "cached_input_tokens", "reasoning_tokens")
 LEVEL_COUNT_COLUMNS = ("parents", "records", "failures", "skipped", "added")
 
 
@@ -77,6 +78,8 @@ class Header:
     rows_in: Any
     accounting_holds: Any
     unreadable_lines: dict[str, int]
+    no_optimization: str | None = None
+    """run.json's note when optimization was asked for and no step produced a usable candidate."""
 
 
 def rate_change(run: dict) -> str:
@@ -102,7 +105,7 @@ def header(data: RunFiles) -> Header:
         level_rows=[[level, *(levels[level].get(c) for c in LEVEL_COUNT_COLUMNS)]
                     for level in sorted(levels, key=level_key)],
         rows_in=counts.get("rows_in", "-"), accounting_holds="-" if holds is None else holds,
-        unreadable_lines=data.unreadable_lines)
+        unreadable_lines=data.unreadable_lines, no_optimization=(run.get("optimization") or {}).get("note"))
 
 
 # --- evolving method ---------------------------------------------------------------

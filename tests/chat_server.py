@@ -5,6 +5,11 @@ a median and a shape, as real APIs' long tails are), a capacity above which it a
 with Retry-After, and a kill switch that refuses new connections and drops the ones open.
 It measures at the server what a client cannot: requests in flight over time.
 
+Real endpoints' shapes, each off by default (`ServerShapes`): reasoning in any of the three forms,
+answers cut at `finish_reason: "length"`, usage with cached and reasoning tokens in DeepSeek's or
+OpenAI's field names, a listed set of models (GET /v1/models, 404 for another), a strict /v1
+path, and a fixed error status for every chat request.
+
     python tests/chat_server.py --median 1 --sigma 1 --capacity 32   # the bench runs it like this
     GET /stats for the figures, POST /reset to start a new measurement.
 """
@@ -16,8 +21,11 @@ import asyncio
 import json
 import math
 import random
+import threading
 import time
+import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def answer_for(prompt: str, seed: int | None = None) -> str:
@@ -29,13 +37,52 @@ def shaped_answer(prompt: str, seed: int | None = None) -> str:
     """Answers shaped like a good model's, so evolutions pass the failure rules and methods parse."""
     if "<feedback>" in prompt:
         method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
-        return f"Tightened.\n```Optimized Method\n{method}\nSample {seed}.\n```"
+        # One real change, so that the method gate (near_copy) lets the candidate through to validation.
+        return (f"Tightened.\n```Optimized Method\n{method}\nSample {seed}: keep every number and every name the "
+                "instruction gives, and add exactly one constraint a reader can check.\n```")
     if "### Case " in prompt:
         return "Case 1: fine. Summary: nothing to fix."
     if "#Instruction#\n" in prompt:
         instruction = prompt.rsplit("#Instruction#\n", 1)[1].strip()
         return f"#Finally Rewritten Instruction#\n{instruction} Justify each step with a short example."
     return "A complete answer, with the reasoning laid out and one worked example at the end."
+
+
+REASONING_TEXT = "SECRET-THOUGHT: first I weigh the task, then I draft it."
+"""The reasoning every answer carries in a reasoning shape; a test finds it wherever it leaked."""
+
+
+@dataclass
+class ServerShapes:
+    """How the simulated endpoint departs from a plain, well-configured chat completion."""
+
+    reasoning: str | None = None
+    """None, "reasoning_content" (DeepSeek), "reasoning" (newer vLLM), "think" (<think>…</think> in the
+    content) or "think_close" (only the closing tag, as templates that put <think> in the prompt do)."""
+    reasoning_tokens: int = 0
+    """Reported in usage.completion_tokens_details.reasoning_tokens and counted inside completion_tokens."""
+    cut_share: float = 0.0
+    """Share of chat answers cut: half the text, finish_reason "length" (chosen by a hash of the prompt)."""
+    cut_only: str = ""
+    """When set, only prompts containing this text may be cut (e.g. "<feedback>": the optimizer's)."""
+    usage_style: str | None = None
+    """Cached input tokens reported as "deepseek" (prompt_cache_hit/miss_tokens) or "openai"
+    (prompt_tokens_details.cached_tokens); None reports none."""
+    models: tuple[str, ...] | None = None
+    """Served model ids: GET /v1/models lists them, a chat request for another one gets 404. None: no
+    /v1/models, any model accepted."""
+    any_model: bool = False
+    """True: a chat request for a model not in `models` is answered anyway (llama.cpp's server lists its file)."""
+    models_route: bool = True
+    """False: no GET /v1/models even with `models` set (many servers have none)."""
+    strict_path: bool = False
+    """Only /v1/... paths exist (a base_url without /v1 gets 404), as most real servers."""
+    chat_status: int | None = None
+    """Answer chat requests with this error status (400, 403, ...), from the `fail_from`-th one on."""
+    fail_from: int = 1
+    """The first chat request (1-based) that gets `chat_status`; earlier ones are answered."""
+    fail_until: int | None = None
+    """The last chat request that gets it; None: every one from `fail_from` on."""
 
 
 class BusyMeter:
@@ -70,8 +117,15 @@ class ChatServer:
 
     def __init__(self, latency: float = 0.01, capacity: int | None = None, retry_after: str = "0.1",
                  kill_after: int | None = None, completion_tokens: int | None = None, sigma: float = 0.0,
-                 answer: Callable[[str, int | None], str] = answer_for, seed: int = 0):
+                 answer: Callable[[str, int | None], str] = answer_for, seed: int = 0,
+                 shapes: ServerShapes | None = None):
         self.latency, self.capacity, self.retry_after = latency, capacity, retry_after
+        self.shapes = shapes or ServerShapes()
+        self.received = self.chat_requests = 0
+        """Every request, answered or refused, /stats and /reset excepted; of them, those to /chat/completions."""
+        self.reported = {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0, "cached_tokens": 0,
+                         "cut": 0}
+        """Sums of what the answers reported, for a test to compare with the client's count."""
         """latency is the median when sigma > 0 (lognormal), else fixed."""
         self.kill_after, self.completion_tokens, self.sigma, self.answer = kill_after, completion_tokens, sigma, answer
         self.rng = random.Random(seed)
@@ -139,8 +193,21 @@ class ChatServer:
             self.served = self.throttled = self.peak = 0
             self.busy = BusyMeter()
             return 200, [], {"reset": True}
+        self.received += 1
+        shapes = self.shapes
+        if shapes.strict_path and not request_line.split(b" ")[1].startswith(b"/v1/"):
+            return 404, [], {"error": {"message": "not found"}}
+        if request_line.startswith(b"GET ") and b"/models" in request_line and shapes.models is not None \
+                and shapes.models_route:
+            return 200, [], {"object": "list", "data": [{"id": m, "object": "model"} for m in shapes.models]}
         if b"/chat/completions" not in request_line:
             return 404, [], {"error": {"message": "not found"}}
+        self.chat_requests += 1
+        if shapes.chat_status is not None and shapes.fail_from <= self.chat_requests <= (shapes.fail_until or math.inf):
+            return shapes.chat_status, [], {"error": {"message": f"refused ({shapes.chat_status})"}}
+        model = json.loads(body).get("model")
+        if shapes.models is not None and model not in shapes.models and not shapes.any_model:
+            return 404, [], {"error": {"message": f"The model `{model}` does not exist", "code": "model_not_found"}}
         if self.capacity is not None and self.in_flight >= self.capacity:
             self.throttled += 1
             return 429, [f"Retry-After: {self.retry_after}"], {"error": {"message": "too many requests"}}
@@ -157,13 +224,65 @@ class ChatServer:
         request = json.loads(body)
         prompt = request["messages"][-1]["content"]
         text = self.answer(prompt, request.get("seed"))
+        finish = "stop"
+        if shapes.cut_share and shapes.cut_only in prompt and zlib.crc32(prompt.encode()) % 1000 < shapes.cut_share * 1000:
+            text, finish = text[: len(text) // 2], "length"
+            self.reported["cut"] += 1
         completion = self.completion_tokens if self.completion_tokens is not None else len(text) // 4 + 1
+        completion += shapes.reasoning_tokens
+        prompt_tokens = len(prompt) // 4 + 1
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": prompt_tokens + completion}
+        usage.update(self._usage_details(prompt_tokens))
+        message = {"role": "assistant", "content": text}
+        if shapes.reasoning in ("reasoning_content", "reasoning"):
+            message[shapes.reasoning] = REASONING_TEXT
+        elif shapes.reasoning == "think":
+            message["content"] = f"<think>\n{REASONING_TEXT}\n</think>\n\n{text}"
+        elif shapes.reasoning == "think_close":
+            message["content"] = f"{REASONING_TEXT}\n</think>\n\n{text}"
+        for name, value in (("prompt_tokens", prompt_tokens), ("completion_tokens", completion),
+                            ("reasoning_tokens", shapes.reasoning_tokens)):
+            self.reported[name] += value
         return 200, [], {
             "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": request.get("model", "m"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": len(prompt) // 4 + 1, "completion_tokens": completion,
-                      "total_tokens": len(prompt) // 4 + 1 + completion},
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage,
         }
+
+    def _usage_details(self, prompt_tokens: int) -> dict:
+        """Cached and reasoning token fields in the configured provider's names; half the prompt is a cache hit."""
+        details: dict = {}
+        if self.shapes.reasoning_tokens:
+            details["completion_tokens_details"] = {"reasoning_tokens": self.shapes.reasoning_tokens}
+        cached = prompt_tokens // 2
+        if self.shapes.usage_style == "deepseek":
+            details.update(prompt_cache_hit_tokens=cached, prompt_cache_miss_tokens=prompt_tokens - cached)
+        elif self.shapes.usage_style == "openai":
+            details["prompt_tokens_details"] = {"cached_tokens": cached}
+        else:
+            cached = 0
+        self.reported["cached_tokens"] += cached
+        return details
+
+
+class ServerThread:
+    """A ChatServer on its own event loop in a thread, for a run.py subprocess to call."""
+
+    def __init__(self, **options):
+        self.server = ChatServer(**options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ChatServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.__aenter__(), self._loop).result(10)
+        return self.server
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.__aexit__(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
 
 
 def main() -> None:

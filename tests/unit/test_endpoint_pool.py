@@ -116,31 +116,41 @@ def test_every_endpoint_dead_ends_the_run_with_one_line_naming_the_urls():
     assert seconds < 8
 
 
-def test_cache_key_does_not_depend_on_which_endpoint_answered(tmp_path):
+def test_cache_key_does_not_depend_on_which_endpoint_answered_but_two_pools_do_not_share(tmp_path):
     prompts = [f"q{i}" for i in range(40)]
 
-    async def run_pool(cache: AnswerCache, reverse: bool):
-        async with ChatServer(latency=0.01) as one, ChatServer(latency=0.01) as two:
-            servers = [two, one] if reverse else [one, two]
-            llm = ChatLLM(pool_config([{"base_url": s.base_url, "concurrency": 4} for s in servers]), cache=cache)
-            answers = await ask_all(llm, prompts)
-            return answers, one.served, two.served
+    async def scenario(cache: AnswerCache):
+        async with ChatServer(latency=0.01) as one, ChatServer(latency=0.01) as two, ChatServer(latency=0.01) as three:
+            def served():
+                return one.served + two.served + three.served
 
-    cache = AnswerCache(tmp_path / "cache.sqlite")
-    first, served_one, served_two = asyncio.run(run_pool(cache, reverse=False))
-    again, later_one, later_two = asyncio.run(run_pool(cache, reverse=True))  # new servers, new URLs
-    print(f"\n[cache] first pass served {served_one}+{served_two}; second pass on other URLs served {later_one + later_two}")
-    assert served_one > 0 and served_two > 0
-    assert later_one == later_two == 0 and all(a.cached for a in again)
+            def pool_of(*servers):
+                return ChatLLM(pool_config([{"base_url": s.base_url, "concurrency": 4} for s in servers]), cache=cache)
+
+            first = await ask_all(pool_of(one, two), prompts)
+            split = (one.served, two.served)
+            again = await ask_all(pool_of(two, one), prompts)  # the same pool, listed the other way round
+            after_same = served()
+            other = await ask_all(pool_of(one, three), prompts)  # another pool
+            return first, split, again, after_same, other, served()
+
+    first, split, again, after_same, other, after_other = asyncio.run(scenario(AnswerCache(tmp_path / "cache.sqlite")))
+    print(f"\n[cache] first pass served {split}; the same pool again {after_same - sum(split)}; "
+          f"another pool {after_other - after_same}")
+    assert split[0] > 0 and split[1] > 0
+    assert after_same == sum(split) and all(a.cached for a in again)
     assert [a.text for a in again] == [a.text for a in first]
+    assert after_other - after_same == len(prompts) and not any(a.cached for a in other)
 
 
-def test_single_endpoint_cache_key_keeps_the_url_as_before():
-    # Caches written before pools existed were keyed by base_url; one endpoint still is.
+def test_cache_key_names_the_endpoint_pool_and_parse_mode():
     keyed = [ChatLLM(fake_llm_config("evol", base_url=url)).cache_key([], 0) for url in ("http://a/v1", "http://b/v1")]
     pooled = [ChatLLM(pool_config([{"base_url": a}, {"base_url": b}])).cache_key([], 0)
-              for a, b in (("http://a/v1", "http://b/v1"), ("http://c/v1", "http://d/v1"))]
-    assert keyed[0] != keyed[1] and pooled[0] == pooled[1]
+              for a, b in (("http://a/v1", "http://b/v1"), ("http://c/v1", "http://d/v1"), ("http://b/v1", "http://a/v1"))]
+    modes = [ChatLLM(fake_llm_config("evol", parse_mode=mode)).cache_key([], 0) for mode in ("strict", "lenient")]
+    assert keyed[0] != keyed[1]
+    assert pooled[0] != pooled[1] and pooled[0] == pooled[2]
+    assert modes[0] != modes[1]
 
 
 def test_token_bucket_waits_out_its_debt_and_takes_corrections():
