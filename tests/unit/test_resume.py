@@ -17,12 +17,13 @@ from llm_access.client import FatalLLMError
 class CrashAfter:
     """Answers like the default world, then fails with a 401 at call `limit` (the run ends there)."""
 
-    def __init__(self, limit: int):
-        self.limit, self.count = limit, 0
+    def __init__(self, limit: int, every_call: bool = False):
+        # every_call: from call `limit` on every call fails, so no concurrent call gets an answer either
+        self.limit, self.count, self.every_call = limit, 0, every_call
 
     def __call__(self, prompt, seed):
         self.count += 1
-        if self.count == self.limit:
+        if self.count == self.limit or (self.every_call and self.count > self.limit):
             request = httpx.Request("POST", "http://fake/v1/chat/completions")
             raise openai.AuthenticationError("key revoked", response=httpx.Response(401, request=request), body=None)
         return default_responder(prompt, seed)
