@@ -248,6 +248,7 @@ class EvolutionGrammar:
     copied_min_kept_share: float = 0.8
     lost_min_words: int = 5
     lost_min_kept_share: float = 0.5
+    lost_max_length_ratio: float = 1.0
     input_min_kept_share: float = 0.8
 
 
@@ -328,8 +329,10 @@ def lost_content_detail(original: str, evolved: str, grammar: EvolutionGrammar) 
         share = sum(1 for w in needed if w in kept) / len(needed)
         if INPUT_SEPARATOR not in evolved and share < grammar.input_min_kept_share:
             return f"the input block is gone ({share:.0%} of its words kept)"
-    words = set(content_words(task, grammar))
-    if len(words) >= grammar.lost_min_words:
+    task_words = content_words(task, grammar)
+    words = set(task_words)
+    shrank = len(content_words(evolved, grammar)) <= grammar.lost_max_length_ratio * len(task_words)
+    if len(words) >= grammar.lost_min_words and shrank:
         share = len(words & kept) / len(words)
         if share < grammar.lost_min_kept_share:
             return f"{share:.0%} of the original's {len(words)} content words kept"

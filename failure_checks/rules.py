@@ -457,8 +457,12 @@ class FailureRules:
                 return Failure(rule.reason, rule.description or "a required phrase is missing")
         return _first_rule_failure(gate.rules, text, incumbent)
 
-    def check_evolution(self, original: str, evolved: ParsedText) -> Failure | None:
-        """Return the first reason the evolution failed, or None if it looks fine."""
+    def check_evolution(self, original: str, evolved: ParsedText, new_lineage: bool = False) -> Failure | None:
+        """Return the first reason the evolution failed, or None if it looks fine.
+
+        `new_lineage`: `evolved` is a new instruction written from `original` (in-breadth), which it need
+        not keep the content of, so lost_content does not apply.
+        """
         if evolved.text is None:
             return Failure("unparseable", "no evolved instruction found in the answer")
         text, original = evolved.text.strip(), original.strip()
@@ -472,7 +476,8 @@ class FailureRules:
             or _first_rule_failure(self.evolution_rules, text, original)
             or self._evolution_grammar(original, text, grammar.answered_detail, "answered_instead")
             or self._evolution_grammar(original, text, grammar.copied_detail, "copied")
-            or self._evolution_grammar(original, text, grammar.lost_content_detail, "lost_content")
+            or (None if new_lineage else
+                self._evolution_grammar(original, text, grammar.lost_content_detail, "lost_content"))
             or self._language_changed(original, text)
             or self._mixed_script(original, text)
         )
