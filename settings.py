@@ -67,6 +67,8 @@ class RunSettings(BaseModel):
     """Skip optimization and generate with this method (e.g. an earlier run's method.txt)."""
     rules_path: Annotated[str | None, Flag("optimization", ("--rules",))] = None
     """Failure-rule YAML; unset uses rules/failure_rules.yaml."""
+    failure_judge: Annotated[str, Field(pattern="^(off|dev|all)$"), Flag("optimization")] = "off"
+    """Ask the evol LLM to judge what the failure rules pass: off, dev (validation only), all (generation too)."""
     diversity: Annotated[list[str], Flag("diversity")] = Field(default_factory=lambda: ["dedup"])
     """Steps run in order on each level's survivors, comma-separated: dedup, breadth, none, module:function, file.py:function."""
     dedup_threshold: Annotated[float, Field(gt=0.0, le=1.0), Flag("diversity")] = 0.8

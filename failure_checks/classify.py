@@ -85,12 +85,53 @@ def rules_detector(rules: FailureRules, kind: Kind) -> Detector:
     return detect
 
 
+def judged(items: list[dict], kind: Kind, rules_detect: Detector, config_path: str,
+           cache_path: Path | None = None) -> tuple[list[str | None], dict]:
+    """Rules first, then the judge (an LLM from `config_path`) on each item the rules passed.
+
+    Returns the reasons in item order and the judge's usage (calls, tokens). Answers are cached in
+    `cache_path` (default: a cache beside nothing, i.e. none), like every call of a run.
+    """
+    import asyncio
+
+    from llm_access.client import AnswerCache, ChatLLM
+    from llm_access.config import load_llm_config
+    from llm_tasks.judge import judge_evolution, judge_response
+
+    llm = ChatLLM(load_llm_config(config_path, "evol"), cache=AnswerCache(cache_path) if cache_path else None)
+    reasons = [rules_detect(item) for item in items]
+
+    async def judge(item: dict) -> str | None:
+        if kind == "responses":
+            verdict = await judge_response(llm, item.get("instruction") or "", item["response"])
+        else:
+            verdict = await judge_evolution(llm, item["original"], item["evolved"])
+        return verdict.reason if verdict else None
+
+    async def judge_all() -> list[str | None]:
+        return await asyncio.gather(*(judge(item) if reason is None else _same(reason)
+                                      for item, reason in zip(items, reasons)))
+
+    from llm_access.client import FatalLLMError
+
+    try:
+        return asyncio.run(judge_all()), dict(vars(llm.usage["judge"]))
+    except FatalLLMError as error:
+        raise ConfigError(f"--judge {config_path}: {error}") from None
+
+
+async def _same(reason: str) -> str:
+    return reason
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m failure_checks.classify", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--responses", type=Path, metavar="FILE", help="JSONL lines with 'response' (and 'instruction')")
     source.add_argument("--evolutions", type=Path, metavar="FILE", help="JSONL lines with 'original' and 'evolved'")
     parser.add_argument("--rules", type=Path, default=None, help="a rules file (default: rules/failure_rules.yaml)")
+    parser.add_argument("--judge", metavar="CONFIG", default=None,
+                        help="also ask this LLM (a preset or config file) about each line the rules pass")
     args = parser.parse_args(argv)
     kind: Kind = "responses" if args.responses else "evolutions"
     path = args.responses or args.evolutions
@@ -101,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     detect = rules_detector(rules, kind)
-    out = sys.stdout
-    for item in items:
-        out.write(json.dumps({**item, "failure": detect(item)}, ensure_ascii=False) + "\n")
+    try:
+        reasons = judged(items, kind, detect, args.judge)[0] if args.judge else [detect(item) for item in items]
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for item, reason in zip(items, reasons):
+        sys.stdout.write(json.dumps({**item, "failure": reason}, ensure_ascii=False) + "\n")
     return 0
 
 

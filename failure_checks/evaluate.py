@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from failure_checks.classify import Detector, kind_of, read_lines, rules_detector
+from failure_checks.classify import Detector, judged, kind_of, read_lines, rules_detector
 from failure_checks.rules import FailureRules
 from user_errors import ConfigError
 
@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m failure_checks.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="labeled JSONL files (default: the committed corpus)")
     parser.add_argument("--rules", type=Path, default=None, help="a rules file (default: rules/failure_rules.yaml)")
+    parser.add_argument("--judge", metavar="CONFIG", default=None,
+                        help="also score rules + judge, the judge being this LLM (a preset or config file)")
     parser.add_argument("--misses", metavar="SPLIT", nargs="?", const="", default=None,
                         help="also list the items the detector gets wrong (optionally of one split, e.g. tune)")
     args = parser.parse_args(argv)
@@ -145,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.misses is not None:
                 print("\n".join(misses(items, detector, args.misses or None)))
             print()
+            if args.judge:
+                reasons, usage = judged(items, kind_of(path, items), detector, args.judge)
+                by_id = {id(item): reason for item, reason in zip(items, reasons)}
+                combined = score(items, lambda item: by_id[id(item)], standard_slices)
+                print(format_table(f"{path.name}: rules + judge ({usage.get('calls', 0)} judge calls)", combined))
+                print()
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
