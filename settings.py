@@ -81,6 +81,8 @@ class RunSettings(BaseModel):
     """LLM that evolves and answers: a preset (local, deepseek, openai) or a YAML file."""
     optim_llm: Annotated[LLMConfig, Flag("LLMs")]
     """LLM that analyses and optimizes: a preset or a YAML file; if neither is set, deepseek with DEEPSEEK_API_KEY, else local."""
+    judge_llm_config: Annotated[str | None, Flag("LLMs")] = None
+    """LLM the failure judge asks (with --failure-judge): a preset or a YAML file; unset asks the evol LLM."""
     save_path: Annotated[str, Flag("output")] = "evolution_result"
     """Output directory."""
 

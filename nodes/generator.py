@@ -120,7 +120,7 @@ class LevelStream:
         resources = self.resources
         outcome = await evolve(resources.llms.evol, self.method, parent["instruction"], resources.rules)
         item.update(instruction=outcome.candidate_text, raw=outcome.raw, lenient=outcome.lenient)
-        failure = outcome.failure or (await judge_evolution(resources.llms.evol, parent["instruction"], outcome.text)
+        failure = outcome.failure or (await judge_evolution(resources.llms.judge_llm, parent["instruction"], outcome.text)
                                       if resources.settings.failure_judge == "all" else None)
         if failure:
             outputs = [(False, failure_record(item, "evolve", failure.reason, failure.detail, outcome.raw))]
@@ -135,7 +135,7 @@ class LevelStream:
             return False, failure_record(item, "diversity", elimination["reason"], elimination["detail"], item.get("raw", ""))
         answer = await respond(self.resources.llms.evol, item["instruction"], self.resources.rules)
         if answer.failure is None and self.resources.settings.failure_judge == "all":
-            answer = answer.judged(await judge_response(self.resources.llms.evol, item["instruction"], answer.raw))
+            answer = answer.judged(await judge_response(self.resources.llms.judge_llm, item["instruction"], answer.raw))
         if answer.failure:
             return False, failure_record(item, "respond", answer.failure.reason, answer.failure.detail, answer.raw)
         return True, record_line(item, answer.text, self.method_id)

@@ -6,6 +6,7 @@ prompts by a planted label, so the combined detector must follow the planted lab
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -180,3 +181,55 @@ def test_generation_is_judged_only_with_all(tmp_path, mode, judged_in_generation
     assert reasons == (["contradictory", "off_topic"] if judged_in_generation else [])
     records = (out / "records.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(records) == (2 if judged_in_generation else 4)
+
+
+def test_judge_llm_config_sends_the_judge_to_its_own_endpoint(tmp_path):
+    with ServerThread(lambda prompt, seed: judging_world(prompt, seed)) as server:
+        config = tmp_path / "judge.yaml"
+        config.write_text(f"base_url: {server.base_url}\nmodel: judge-sim\n", encoding="utf-8")
+        model = ScriptedChatModel(responder=judging_world)
+        settings = make_settings(tmp_path, failure_judge="dev", judge_llm_config=str(config))
+        resources = RunResources.build(settings, models={"evol": model, "optim": model})
+        dev = [{"case_id": i, "row_id": f"r{i}", "instruction": text} for i, text in enumerate(DEV)]
+        score = asyncio.run(score_method("e0", "Make it harder.", dev, resources))
+        served = server.served
+    assert score["failures_by_reason"] == {"contradictory": 1, "off_topic": 1}
+    assert served == 7
+    assert not any(is_judge_of_answers(c["prompt"]) or is_judge_of_evolutions(c["prompt"]) for c in model.calls)
+    assert resources.llms.usage_by_role()["judge"]["calls"] == 7
+    assert {e["llm"] for e in resources.llms.endpoint_stats()} >= {"judge", "evol"}
+
+
+def test_a_bad_judge_llm_config_is_one_line(tmp_path):
+    from user_errors import ConfigError
+
+    settings = make_settings(tmp_path, failure_judge="dev", judge_llm_config=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        RunResources.build(settings)
+
+
+def test_a_bad_judge_llm_config_stops_the_run_before_anything_starts(tmp_path):
+    result = subprocess.run([sys.executable, "run.py", "--evol-llm-config", "openai", "--optim-llm-config", "openai",
+                             "--failure-judge", "dev", "--judge-llm-config", str(tmp_path / "nope.yaml"),
+                             "--save-path", str(tmp_path / "out"), "--dry-run"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "OPENAI_API_KEY": "x"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: LLM config ") and "nope.yaml" in result.stderr
+
+
+@pytest.mark.parametrize(("mode", "phases"), [
+    ("off", set()),
+    ("dev", {"optimization: failure judge"}),
+    ("all", {"optimization: failure judge", "generation: failure judge"}),
+])
+def test_dry_run_plans_the_judge(tmp_path, mode, phases):
+    from run_report.plan import plan_run
+
+    settings = make_settings(tmp_path, failure_judge=mode, dev_size=5, max_steps=2, candidate_size=3, loop=2)
+    plans = {plan.phase: plan for plan in plan_run(settings, ["Explain recursion."] * 10)}
+    assert {name for name in plans if "judge" in name} == phases
+    if phases:
+        validations = (2 * 3 + 1) * 5  # (steps * m + 1) methods scored on 5 dev items
+        assert plans["optimization: failure judge"].calls == 2 * validations  # one per item per stage
+    if mode == "all":
+        assert plans["generation: failure judge"].calls == 2 * 10 * 2
