@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from failure_checks.rules import Failure, FailureRules, hangul_ratio
+from failure_checks.rules import DEFAULT_RULES_PATH, Failure, FailureRules, hangul_ratio
 from failure_checks.markers import ParsedText
 
 EN_ORIGINAL = "Write a short poem about the ocean."
@@ -514,3 +514,39 @@ def test_default_file_loads_with_all_documented_reasons(rules):
     assert evolution_reasons == {"prompt_leak", "answered_instead"}
     assert response_reasons == set()  # answers are read by grammar (response.grammar), not phrases
     assert rules.response_grammar is not None and rules.evolution_grammar is not None
+
+
+# --- grammar and script sections --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("response: {grammar: {substance_max: 5}}\n", "response.grammar: unknown key 'substance_max'"),
+        ("response: {grammar: {substance_max_chars: many}}\n", "response.grammar.substance_max_chars"),
+        ("response: {grammar: {inability: ['(unclosed']}}\n", "response.grammar.inability: bad regex"),
+        ("evolution: {grammar: {ignore_words: []}}\n", "evolution.grammar.ignore_words: expected a non-empty list"),
+        ("script: {mixed_script_min_chars: -1}\n", "script.mixed_script_min_chars"),
+    ],
+)
+def test_malformed_grammar_names_file_and_key(tmp_path, text, problem):
+    path = write(tmp_path, text, name="broken_grammar.yaml")
+    with pytest.raises(ValueError) as error:
+        FailureRules.load(path)
+    assert str(path) in str(error.value) and problem in str(error.value)
+
+
+def test_grammar_is_tuned_in_the_rules_file(tmp_path):
+    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8")
+    assert "substance_max_chars: 120" in text
+    path = tmp_path / "strict.yaml"
+    path.write_text(text.replace("substance_max_chars: 120", "substance_max_chars: 0"), encoding="utf-8")
+    answer = "Here is a plan for your trip. Which city do you mean?"
+    assert response_reason(FailureRules.load(), answer) == "asks_back"
+    assert response_reason(FailureRules.load(path), answer) is None  # any substance now outweighs the question
+
+
+def test_without_grammar_sections_only_phrases_judge(tmp_path):
+    rules = FailureRules.load(write(tmp_path, "response: {rules: []}\n"))
+    assert rules.check_response("번역할 문장을 입력해 주세요.") is None
+    assert rules.check_evolution("Explain recursion.", ParsedText("Please explain recursion.")) is None
