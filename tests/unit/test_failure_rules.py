@@ -541,7 +541,7 @@ def test_grammar_is_tuned_in_the_rules_file(tmp_path):
     assert "substance_max_chars: 120" in text
     path = tmp_path / "strict.yaml"
     path.write_text(text.replace("substance_max_chars: 120", "substance_max_chars: 0"), encoding="utf-8")
-    answer = "Here is a plan for your trip. Which city do you mean?"
+    answer = "Here is a day-by-day plan for your whole trip across the country. Which city do you mean?"
     assert response_reason(FailureRules.load(), answer) == "asks_back"
     assert response_reason(FailureRules.load(path), answer) is None  # any substance now outweighs the question
 
