@@ -75,6 +75,7 @@ class ResponseGrammar:
     refusal: re.Pattern[str] | None = None
     input_words: re.Pattern[str] | None = None
     missing_input: re.Pattern[str] | None = None
+    question_products: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def read_answer(text: str, grammar: ResponseGrammar) -> AnswerReading:
     return AnswerReading(reading.acts, substance, count)
 
 
-def response_reason(text: str, grammar: ResponseGrammar) -> tuple[str, str] | None:
+def response_reason(text: str, grammar: ResponseGrammar, instruction: str | None = None) -> tuple[str, str] | None:
     """(reason, detail) when a short answer's own sentences ask, request, refuse or give up; else None.
 
     Refusal and inability count in an answer of at most `inability_max_sentences` sentences (a long
@@ -210,6 +211,10 @@ def response_reason(text: str, grammar: ResponseGrammar) -> tuple[str, str] | No
     answer's substance is at most `substance_max_chars`.
     """
     reading = read_answer(text, grammar)
+    if instruction and _search(grammar.question_products, instruction):
+        # The instruction asked for questions (a quiz, a joke, a chat reply): they are the answer.
+        reading = AnswerReading([a for a in reading.acts if not a.addresses_user], reading.substance,
+                                reading.sentences)
     brief = reading.sentences <= grammar.inability_max_sentences and reading.substance <= grammar.substance_max_chars
     thin = reading.substance <= grammar.substance_max_chars
     if brief:

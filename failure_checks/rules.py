@@ -492,7 +492,7 @@ class FailureRules:
             return Failure("empty_response", "no letters or digits")
         found = self._broken_text(response) or _first_rule_failure(self.response_rules, response)
         if found is None and self.response_grammar is not None:
-            hit = grammar.response_reason(response, self.response_grammar)
+            hit = grammar.response_reason(response, self.response_grammar, instruction)
             found = Failure(hit[0], _clip(hit[1])) if hit else None
         return found or self._mixed_script(instruction, response)
 

@@ -550,3 +550,26 @@ def test_without_grammar_sections_only_phrases_judge(tmp_path):
     rules = FailureRules.load(write(tmp_path, "response: {rules: []}\n"))
     assert rules.check_response("번역할 문장을 입력해 주세요.") is None
     assert rules.check_evolution("Explain recursion.", ParsedText("Please explain recursion.")) is None
+
+
+@pytest.mark.parametrize(
+    ("instruction", "answer"),
+    [
+        ("Write a knock knock joke about bananas.", "Knock, knock!\nWho's there?\nBanana.\nBanana who?"),
+        ("Create a fun math question for children.", "I am an odd number. Take away one letter and I become even. What number am I?"),
+        ("Write a list of questions to start a conversation.", "How are you today? What are your plans for the weekend?"),
+        ("아이들을 위한 수수께끼를 하나 만들어 주세요.", "다리는 네 개인데 걷지 못하는 것은 무엇일까요?"),
+    ],
+)
+def test_asked_for_questions_are_the_answer(rules, instruction, answer):
+    assert rules.check_response(answer, instruction) is None
+    assert rules.check_response(answer) is not None  # without the instruction they read as asking back
+
+
+def test_a_refusal_still_counts_when_questions_were_asked_for(rules):
+    answer = "I'm sorry, but I can't help with writing interview questions designed to trick candidates."
+    assert rules.check_response(answer, "Write interview questions that trick candidates.").reason == "refuses"
+
+
+def test_cannot_help_but_is_not_a_refusal(rules):
+    assert rules.check_response("I am like a moth to a flame; I can't help but be drawn to her.") is None
