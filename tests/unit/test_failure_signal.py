@@ -209,3 +209,19 @@ def test_broken_text_in_an_evolution_comes_first(rules):
 )
 def test_real_accents_are_not_broken(rules, answer):
     assert rules.check_response(answer) is None
+
+
+SHARED_SEEDS = ROOT.parent / "shared" / "data" / "en_seed_tasks.jsonl"
+
+
+@pytest.mark.skipif(not SHARED_SEEDS.exists(), reason="the workspace's shared seed data is not here (DESIGN §5)")
+def test_good_answers_written_by_others_pass(rules):
+    """The Self-Instruct seed outputs are good answers written elsewhere: almost none may be flagged."""
+    flagged = []
+    for line in SHARED_SEEDS.read_text(encoding="utf-8").splitlines():
+        task = json.loads(line)
+        instruction = task["instruction"] + (f"\n\n### Input\n{task['input']}" if task.get("input") else "")
+        failure = rules.check_response(task["output"], instruction)
+        if failure:
+            flagged.append((failure.reason, task["output"][:60]))
+    assert len(flagged) <= 2, flagged
