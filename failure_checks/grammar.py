@@ -132,15 +132,14 @@ def _ends_with_question_mark(text: str) -> bool:
 
 
 def _polite(sentence: korean.Sentence, grammar: ResponseGrammar) -> bool:
-    forms = [m.form for m in sentence.morphemes]
-    tags = [m.tag for m in sentence.morphemes]
+    """Polite speech: an ending in -요 (also as the particle after ᆫ가), a listed ending, or honorific -시-."""
     ending = sentence.final_ending()
     if ending is None:
         return True  # a fragment ("주의할 점은?"): no speech level to read
-    return (
-        ending.endswith("요") or ending in grammar.korean_polite_endings
-        or "요" in forms[forms.index(ending) + 1:] if ending in forms else False
-    ) or ("EP" in tags and "시" in forms)
+    forms = [m.form for m in sentence.morphemes]
+    after_ending = forms[len(forms) - forms[::-1].index(ending):]
+    honorific = any(m.tag == "EP" and m.form == "시" for m in sentence.morphemes)
+    return ending.endswith("요") or ending in grammar.korean_polite_endings or "요" in after_ending or honorific
 
 
 def _english_sentences(text: str) -> list[str]:
