@@ -89,10 +89,10 @@ def judged(items: list[dict], kind: Kind, rules_detect: Detector, config_path: s
            cache_path: Path | None = None) -> tuple[list[str | None], dict]:
     """Rules first, then the judge (an LLM from `config_path`) on each item the rules passed.
 
-    Returns the reasons in item order and the judge's usage (calls, tokens). Answers are cached in
-    `cache_path` (default: a cache beside nothing, i.e. none), like every call of a run.
+    Returns the reasons in item order and the judge's usage (calls, tokens). With `cache_path` the
+    answers are cached there, as a run caches its calls.
     """
-    import asyncio
+    import asyncio  # the LLM machinery is imported only when a judge is asked: rules-only stays light
 
     from llm_access.client import AnswerCache, ChatLLM
     from llm_access.config import load_llm_config
