@@ -16,7 +16,7 @@ import pytest
 
 from chat_server import ChatServer
 from conftest import make_settings, run_workflow
-from fakes import ScriptedChatModel, default_responder
+from fakes import ScriptedChatModel, default_responder, task_of
 
 from failure_checks.classify import judged, read_lines, rules_detector
 from failure_checks.evaluate import CORPUS_DIR
@@ -233,3 +233,23 @@ def test_dry_run_plans_the_judge(tmp_path, mode, phases):
         assert plans["optimization: failure judge"].calls == 2 * validations  # one per item per stage
     if mode == "all":
         assert plans["generation: failure judge"].calls == 2 * 10 * 2
+
+
+def test_the_analyzer_sees_the_incumbents_failures_by_class(tmp_path):
+    def world(prompt, seed):
+        if task_of(prompt) == "respond":
+            return "Paste the code here and I'll find the bug for you."
+        return default_responder(prompt, seed)
+
+    rows = [f"Task {i}: explain topic number {i} to a curious student." for i in range(8)]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps({"id": f"s{i}", "instruction": t}) + "\n" for i, t in enumerate(rows)),
+                    encoding="utf-8")
+    settings = make_settings(tmp_path, data_path=str(path), max_steps=2, patience=3, train_size=3, dev_size=3,
+                             batch_size=2, loop=1, candidate_size=1, diversity=["none"])
+    model = ScriptedChatModel(responder=world)
+    run_workflow(settings, model)
+    analyses = [c["prompt"] for c in model.calls if c["task"] == "analyze"]
+    assert len(analyses) == 2
+    assert "(no dev score yet for this method)" in analyses[0]
+    assert "asks_for_input: 3" in analyses[1]  # every dev answer of the kept method asked for input
