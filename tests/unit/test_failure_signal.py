@@ -225,3 +225,34 @@ def test_good_answers_written_by_others_pass(rules):
         if failure:
             flagged.append((failure.reason, task["output"][:60]))
     assert len(flagged) <= 2, flagged
+
+
+def test_planted_script_drift_never_reaches_the_records(tmp_path):
+    """Han, kana or U+FFFD planted in some Korean answers: each is a failure with its reason, no record."""
+    from conftest import make_settings, run_workflow
+    from fakes import ScriptedChatModel, default_responder, task_of
+
+    planted = {"03": "경복궁은 조선의 正宮입니다. 규모가 가장 큰 궁궐로 알려져 있습니다.",
+               "07": "이 음식은 とても 맛있습니다. 발효 과정이 핵심입니다.",
+               "11": "발효 음식은 \ufffd\ufffd 건강에 좋습니다. 유산균이 많기 때문입니다."}
+
+    def world(prompt, seed):
+        if task_of(prompt) == "respond":
+            for marker, answer in planted.items():
+                if f"과제 {marker}" in prompt:
+                    return answer
+        return default_responder(prompt, seed)
+
+    rows = [f"과제 {i:02d}: 한국 전통 음식 하나를 골라 그 역사와 만드는 법을 설명하세요." for i in range(20)]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps({"id": f"k{i:02d}", "instruction": t}, ensure_ascii=False) + "\n"
+                            for i, t in enumerate(rows)), encoding="utf-8")
+    settings = make_settings(tmp_path, data_path=str(path), max_steps=0, loop=1, diversity=["none"])
+    run_workflow(settings, ScriptedChatModel(responder=world))
+    out = tmp_path / "out"
+    records = (out / "records.jsonl").read_text(encoding="utf-8")
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert "正宮" not in records and "とても" not in records and "\ufffd" not in records
+    reasons = {f["root_id"]: f["reason"] for f in failures}
+    assert reasons == {"k03": "mixed_script", "k07": "mixed_script", "k11": "broken_text"}
+    assert len(records.splitlines()) == 17
