@@ -29,6 +29,7 @@ from llm_access.embedded_server import shared_embedded_server
 from llm_access.client import AnswerCache, ChatLLM, LLMPool, TokenBudget
 from record_store.loading import SeedSet
 from record_store.run_directory import prepare_run_directory
+from llm_access.config import load_llm_config
 from record_store.store import RecordStore, write_atomically
 
 _BUILT: dict[str, "RunResources"] = {}  # Studio runs, by thread id
@@ -77,8 +78,9 @@ class RunResources:
         evol = client(settings.evol_llm, "evol")
         same = settings.optim_llm == settings.evol_llm and "optim" not in models
         optim = evol if same else client(settings.optim_llm, "optim")
+        judge = client(load_llm_config(settings.judge_llm_config, "evol"), "judge") if settings.judge_llm_config else None
         pool = LLMPool(evol, optim, prior_usage=prior["token_usage"], prior_cost=(prior["cost"] or {}).get("by_role", {}),
-                       prior_cost_without_cache=(prior["cost"] or {}).get("by_role_without_cache", {}))
+                       prior_cost_without_cache=(prior["cost"] or {}).get("by_role_without_cache", {}), judge=judge)
         return cls(settings, pool, RecordStore(settings.save_path), FailureRules.load(settings.rules_path))
 
 

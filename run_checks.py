@@ -31,6 +31,10 @@ def check_run(settings: RunSettings, cache_path: str | None = None) -> SeedSet:
     Prints one line for each thing done on the user's behalf (an encoding detected, ids renamed, a cap).
     """
     load_rules(settings.rules_path)
+    if settings.judge_llm_config:
+        from llm_access.config import load_llm_config
+
+        load_llm_config(settings.judge_llm_config, "evol")  # a bad --judge-llm-config is one line, before any call
     starting_method(settings.method_file)
     for name in step_names_of(settings):
         if name not in BUILT_IN_STEPS:

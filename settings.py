@@ -67,6 +67,8 @@ class RunSettings(BaseModel):
     """Skip optimization and generate with this method (e.g. an earlier run's method.txt)."""
     rules_path: Annotated[str | None, Flag("optimization", ("--rules",))] = None
     """Failure-rule YAML; unset uses rules/failure_rules.yaml."""
+    failure_judge: Annotated[str, Field(pattern="^(off|dev|all)$"), Flag("optimization")] = "off"
+    """Ask the evol LLM to judge what the failure rules pass: off, dev (validation only), all (generation too)."""
     diversity: Annotated[list[str], Flag("diversity")] = Field(default_factory=lambda: ["dedup"])
     """Steps run in order on each level's survivors, comma-separated: dedup, breadth, none, module:function, file.py:function."""
     dedup_threshold: Annotated[float, Field(gt=0.0, le=1.0), Flag("diversity")] = 0.8
@@ -79,6 +81,8 @@ class RunSettings(BaseModel):
     """LLM that evolves and answers: a preset (local, deepseek, openai) or a YAML file."""
     optim_llm: Annotated[LLMConfig, Flag("LLMs")]
     """LLM that analyses and optimizes: a preset or a YAML file; if neither is set, deepseek with DEEPSEEK_API_KEY, else local."""
+    judge_llm_config: Annotated[str | None, Flag("LLMs")] = None
+    """LLM the failure judge asks (with --failure-judge): a preset or a YAML file; unset asks the evol LLM."""
     save_path: Annotated[str, Flag("output")] = "evolution_result"
     """Output directory."""
     keep_reasoning: Annotated[bool, Flag("output")] = False

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import Field, create_model
-from typing_extensions import TypedDict  # pydantic (Studio's state schema) needs this one before Python 3.12
+from typing_extensions import NotRequired, TypedDict  # pydantic (Studio's state schema) needs this one before Python 3.12
 
 from settings import SettingInput, setting_inputs
 
@@ -216,6 +216,8 @@ class CandidateTask(TypedDict):
     trajectories: list[Trajectory]
     dev: list[Case]
     """The fixed dev set the candidate is scored on."""
+    dev_failures: NotRequired[dict[str, int]]
+    """The incumbent's dev failures by class, once it has a score; the analyzer is shown them."""
 
 
 class CandidateResult(TypedDict):
@@ -237,6 +239,8 @@ class CandidateState:
     """The incumbent."""
     trajectories: list[Trajectory] = field(default_factory=list)
     dev: list[Case] = field(default_factory=list)
+    dev_failures: dict[str, int] = field(default_factory=dict)
+    """The incumbent's dev failures by class (empty before it has a score)."""
     feedback: Annotated[list[Feedback], collect] = field(default_factory=list)
     """This branch's analysis (one entry)."""
     candidates: Annotated[list[Candidate], collect] = field(default_factory=list)

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from failure_checks import grammar
+from failure_checks.grammar import EvolutionGrammar, ResponseGrammar, ScriptChecks
 from failure_checks.markers import ParsedText
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "failure_rules.yaml"
@@ -334,6 +336,30 @@ def _load_rules(file: _RulesFile, section: str, raw: Any) -> tuple[PhraseRule, .
     return tuple(_load_rule(file, section, index, rule) for index, rule in enumerate(raw))
 
 
+def _load_grammar(file: _RulesFile, section: str, raw: Any, kind: type):
+    """A grammar dataclass from its YAML mapping: numbers, word lists and regex lists, by the default's type."""
+    defaults = kind()
+    values = file.mapping(raw, section, {f.name for f in fields(kind)})
+    loaded = {}
+    for name, value in values.items():
+        where, default = f"{section}.{name}", getattr(defaults, name)
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise file.error(where, f"expected a non-negative number, got {value!r}")
+            loaded[name] = value
+        elif isinstance(default, frozenset):
+            loaded[name] = frozenset(str(word).lower() for word in _phrase_list(file, where, value))
+        else:
+            patterns = _phrase_list(file, where, value)
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as error:
+                    raise file.error(where, f"bad regex {pattern!r}: {error}") from error
+            loaded[name] = grammar._compile(patterns)
+    return kind(**loaded)
+
+
 # --- the checks -------------------------------------------------------------------
 
 
@@ -380,19 +406,25 @@ class FailureRules:
         evolution_rules: tuple[PhraseRule, ...],
         response_rules: tuple[PhraseRule, ...],
         method_gate: MethodGate = MethodGate(),
+        response_grammar: ResponseGrammar | None = None,
+        evolution_grammar: EvolutionGrammar | None = None,
+        script: ScriptChecks = ScriptChecks(),
     ):
         self.thresholds = thresholds
         self.evolution_rules = evolution_rules
         self.response_rules = response_rules
         self.method_gate = method_gate
+        self.response_grammar = response_grammar  # None: phrase rules only
+        self.evolution_grammar = evolution_grammar
+        self.script = script
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "FailureRules":
         """Load rules from YAML; the default is rules/failure_rules.yaml next to this module."""
         file = _RulesFile(Path(path) if path is not None else DEFAULT_RULES_PATH)
-        top = file.mapping(_read_yaml(file.path), "top level", {"evolution", "response", "method"})
-        evolution = file.mapping(top.get("evolution"), "evolution", {"thresholds", "rules"})
-        response = file.mapping(top.get("response"), "response", {"rules"})
+        top = file.mapping(_read_yaml(file.path), "top level", {"evolution", "response", "method", "script"})
+        evolution = file.mapping(top.get("evolution"), "evolution", {"thresholds", "rules", "grammar"})
+        response = file.mapping(top.get("response"), "response", {"rules", "grammar"})
         method = file.mapping(top.get("method"), "method", {"thresholds", "required", "rules"})
         return cls(
             thresholds=_load_thresholds(file, "evolution", evolution.get("thresholds"), EvolutionThresholds),
@@ -403,6 +435,11 @@ class FailureRules:
                 required=_load_rules(file, "method.required", method.get("required")),
                 rules=_load_rules(file, "method.rules", method.get("rules")),
             ),
+            response_grammar=_load_grammar(file, "response.grammar", response["grammar"], ResponseGrammar)
+            if response.get("grammar") is not None else None,
+            evolution_grammar=_load_grammar(file, "evolution.grammar", evolution["grammar"], EvolutionGrammar)
+            if evolution.get("grammar") is not None else None,
+            script=_load_grammar(file, "script", top.get("script"), ScriptChecks),
         )
 
     def check_method(self, method: str, incumbent: str) -> Failure | None:
@@ -420,26 +457,58 @@ class FailureRules:
                 return Failure(rule.reason, rule.description or "a required phrase is missing")
         return _first_rule_failure(gate.rules, text, incumbent)
 
-    def check_evolution(self, original: str, evolved: ParsedText) -> Failure | None:
-        """Return the first reason the evolution failed, or None if it looks fine."""
+    def check_evolution(self, original: str, evolved: ParsedText, new_lineage: bool = False) -> Failure | None:
+        """Return the first reason the evolution failed, or None if it looks fine.
+
+        `new_lineage`: `evolved` is a new instruction written from `original` (in-breadth), which it need
+        not keep the content of, so lost_content does not apply.
+        """
         if evolved.text is None:
             return Failure("unparseable", "no evolved instruction found in the answer")
         text, original = evolved.text.strip(), original.strip()
         if not _has_content(text):
             return Failure("empty", "no letters or digits")
         return (
-            self._degenerate(text)
+            self._broken_text(text)
+            or self._degenerate(text)
             or self._runaway_length(original, text)
             or self._unchanged(original, text)
             or _first_rule_failure(self.evolution_rules, text, original)
+            or self._evolution_grammar(original, text, grammar.answered_detail, "answered_instead")
+            or self._evolution_grammar(original, text, grammar.copied_detail, "copied")
+            or (None if new_lineage else
+                self._evolution_grammar(original, text, grammar.lost_content_detail, "lost_content"))
             or self._language_changed(original, text)
+            or self._mixed_script(original, text)
         )
 
-    def check_response(self, response: str) -> Failure | None:
-        """The paper's failure function F on the answer to an evolved instruction."""
+    def check_response(self, response: str, instruction: str | None = None) -> Failure | None:
+        """The paper's failure function F on the answer to an evolved instruction.
+
+        With the instruction, script drift is judged against it (Han in the answer to a Han instruction
+        is fine); without it, any Han or kana in the answer counts.
+        """
         if not _has_content(response):
             return Failure("empty_response", "no letters or digits")
-        return _first_rule_failure(self.response_rules, response)
+        found = self._broken_text(response) or _first_rule_failure(self.response_rules, response)
+        if found is None and self.response_grammar is not None:
+            hit = grammar.response_reason(response, self.response_grammar, instruction)
+            found = Failure(hit[0], _clip(hit[1])) if hit else None
+        return found or self._mixed_script(instruction, response)
+
+    def _evolution_grammar(self, original: str, text: str, check, reason: str) -> Failure | None:
+        if self.evolution_grammar is None:
+            return None
+        detail = check(original, text, self.evolution_grammar)
+        return Failure(reason, detail) if detail else None
+
+    def _broken_text(self, text: str) -> Failure | None:
+        detail = grammar.broken_text_detail(text, self.script)
+        return Failure("broken_text", detail) if detail else None
+
+    def _mixed_script(self, source: str | None, text: str) -> Failure | None:
+        detail = grammar.mixed_script_detail(source, text, self.script)
+        return Failure("mixed_script", detail) if detail else None
 
     def _runaway_length(self, original: str, text: str) -> Failure | None:
         limits = self.thresholds
@@ -493,6 +562,10 @@ class FailureRules:
         if korean_lost or korean_appeared:
             return Failure("language_changed", f"hangul ratio {before:.2f} -> {after:.2f}")
         return None
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _first_rule_failure(

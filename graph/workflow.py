@@ -51,8 +51,9 @@ def fan_out_candidates(state: WorkflowState, config: RunnableConfig) -> list[Sen
     in practice in the first step, where e0 has none yet.
     """
     step, m = state.step + 1, settings_of(config).candidate_size
+    failures = dict(state.method_score["failures_by_reason"]) if state.method_score else {}
     sends = [Send("candidate", CandidateTask(sample_index=i, step=step, method=state.method,
-                                             trajectories=state.trajectories, dev=state.dev))
+                                             trajectories=state.trajectories, dev=state.dev, dev_failures=failures))
              for i in range(m)]
     if state.method_score is None:
         sends.append(Send("validator", ValidationTask(method_id=state.method_id, method=state.method, dev=state.dev)))

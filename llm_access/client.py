@@ -564,9 +564,17 @@ class LLMPool:
     """The same priced as if no input had been a prompt-cache hit."""
     worker_reports: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per Ray worker of this invocation, its latest `worker_report()`: its usage, cost and endpoints."""
+    judge: ChatLLM | None = None
+    """The failure judge's own client (--judge-llm-config); None: the judge asks the evol client."""
 
     def clients(self) -> list[ChatLLM]:
-        return [self.evol] if self.evol is self.optim else [self.evol, self.optim]
+        unique = [self.evol] if self.evol is self.optim else [self.evol, self.optim]
+        return unique + ([self.judge] if self.judge is not None and self.judge not in unique else [])
+
+    @property
+    def judge_llm(self) -> ChatLLM:
+        """The client the failure judge asks."""
+        return self.judge or self.evol
 
     def own_usage(self) -> dict[str, dict[str, int]]:
         """Counters of this process's clients only, per role."""
@@ -587,7 +595,7 @@ class LLMPool:
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         """Per endpoint of each client (this invocation only): requests, errors, tokens, latency, limit history."""
-        roles = {id(self.evol): "evol", id(self.optim): "optim"}
+        roles = {id(self.judge): "judge", id(self.evol): "evol", id(self.optim): "optim"}
         own = [{"llm": roles[id(client)], **endpoint} for client in self.clients() for endpoint in client.pool.summary()]
         # A worker's endpoints carry its name: each worker holds its own share of every endpoint's cap.
         return own + [{**endpoint, "worker": name} for name, report in sorted(self.worker_reports.items())

@@ -20,6 +20,10 @@ class ResponseOutcome:
     reasoning: str = ""
     """The model's reasoning, kept apart from the answer (never judged by F, never in `raw`)."""
 
+    def judged(self, verdict: Failure | None) -> "ResponseOutcome":
+        """This outcome with the judge's failure, if it found one."""
+        return self if verdict is None else ResponseOutcome(None, verdict, self.raw)
+
 
 async def respond(llm: ChatLLM, instruction: str, rules: FailureRules) -> ResponseOutcome:
     """Answer an instruction and apply the failure function F to the answer."""
@@ -27,7 +31,7 @@ async def respond(llm: ChatLLM, instruction: str, rules: FailureRules) -> Respon
         answer = await llm.complete(fill("respond", instruction=instruction), role="respond")
     except LLMCallFailed as exc:
         return ResponseOutcome(None, Failure(exc.reason, exc.detail), "")
-    failure = rules.check_response(answer.text)
+    failure = rules.check_response(answer.text, instruction)
     return ResponseOutcome(None if failure else answer.text, failure, answer.text, answer.reasoning)
 
 async def judge_information_gain(llm: ChatLLM, parent: str, evolved: str) -> bool:

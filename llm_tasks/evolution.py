@@ -59,7 +59,7 @@ async def create_in_breadth(llm: ChatLLM, inspiration: dict, rules: FailureRules
     except LLMCallFailed as exc:
         return {**item, "instruction": None, "raw": "", "elimination": {"reason": exc.reason, "detail": exc.detail}}
     parsed = parse_evolved_instruction(answer.text, mode)
-    failure = rules.check_evolution(inspiration["instruction"], parsed)
+    failure = rules.check_evolution(inspiration["instruction"], parsed, new_lineage=True)
     item.update(instruction=parsed.text, original=parsed.text, raw=answer.text,
                 lenient=parsed.lenient or answer.finish_reason == "length")
     if failure:

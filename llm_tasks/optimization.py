@@ -16,9 +16,18 @@ def format_trajectories(trajectories: list[dict]) -> str:
         blocks.append(f"### Case {trajectory['case_id']}\n{stages}{note}")
     return "\n\n".join(blocks)
 
-async def analyze(llm: ChatLLM, method: str, trajectories: list[dict], sample_index: int) -> str:
+def format_dev_failures(failures: dict[str, int]) -> str:
+    """The incumbent's dev failures by class, for the analyzer; a note when it has no score yet."""
+    if not failures:
+        return "(no dev score yet for this method)"
+    return ", ".join(f"{reason}: {count}" for reason, count in sorted(failures.items(), key=lambda kv: -kv[1]))
+
+
+async def analyze(llm: ChatLLM, method: str, trajectories: list[dict], sample_index: int,
+                  dev_failures: dict[str, int] | None = None) -> str:
     """Feedback on the trajectories, naming failed cases by id (raises LLMCallFailed)."""
-    prompt = fill("analyze", method=method, trajectories=format_trajectories(trajectories))
+    prompt = fill("analyze", method=method, trajectories=format_trajectories(trajectories),
+                  dev_failures=format_dev_failures(dev_failures or {}))
     return (await llm.complete(prompt, role="analyze", sample_index=sample_index)).text
 
 

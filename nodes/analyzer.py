@@ -12,10 +12,11 @@ from llm_tasks.optimization import analyze
 
 @timed("optimization")
 async def analyzer(state: CandidateState, config: RunnableConfig) -> dict:
-    """Reads the incumbent, the trajectories and the sample index of one branch; writes its feedback entry."""
+    """Reads the incumbent, its dev failures by class, the trajectories and the sample index of one branch;
+    writes its feedback entry."""
     llm = resources_from(config).llms.optim
     try:
-        text = await analyze(llm, state.method, state.trajectories, state.sample_index)
+        text = await analyze(llm, state.method, state.trajectories, state.sample_index, state.dev_failures)
         return {"feedback": [Feedback(sample_index=state.sample_index, text=text, error=None)]}
     except LLMCallFailed as exc:
         return {"feedback": [Feedback(sample_index=state.sample_index, text=None, error=str(exc))]}

@@ -17,6 +17,7 @@ from langchain_core.runnables import RunnableConfig
 
 from llm_tasks.answers import respond
 from llm_tasks.evolution import evolve
+from llm_tasks.judge import judge_evolution, judge_response
 from nodes.diversity import DiversitySteps
 from record_store.store import failure_record
 from resources import RunResources, emit, resources_from, timed
@@ -123,8 +124,10 @@ class LevelStream:
         resources = self.resources
         outcome = await evolve(resources.llms.evol, self.method, parent["instruction"], resources.rules)
         item.update(instruction=outcome.candidate_text, raw=outcome.raw, lenient=outcome.lenient)
-        if outcome.failure:
-            outputs = [(False, failure_record(item, "evolve", outcome.failure.reason, outcome.failure.detail, outcome.raw))]
+        failure = outcome.failure or (await judge_evolution(resources.llms.judge_llm, parent["instruction"], outcome.text)
+                                      if resources.settings.failure_judge == "all" else None)
+        if failure:
+            outputs = [(False, failure_record(item, "evolve", failure.reason, failure.detail, outcome.raw))]
         else:
             outputs = await gather_or_cancel(self._answer(i) for i in await self.steps.apply(item))
         self._write(item["id"], outputs)
@@ -135,6 +138,8 @@ class LevelStream:
             elimination = item["elimination"]
             return False, failure_record(item, "diversity", elimination["reason"], elimination["detail"], item.get("raw", ""))
         answer = await respond(self.resources.llms.evol, item["instruction"], self.resources.rules)
+        if answer.failure is None and self.resources.settings.failure_judge == "all":
+            answer = answer.judged(await judge_response(self.resources.llms.judge_llm, item["instruction"], answer.raw))
         if answer.failure:
             return False, failure_record(item, "respond", answer.failure.reason, answer.failure.detail, answer.raw)
         kept = answer.reasoning if self.resources.settings.keep_reasoning else None

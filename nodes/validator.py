@@ -12,15 +12,21 @@ from state import CandidateState, Case, MethodScore, ValidationTask
 from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
 from nodes.sibling_calls import gather_or_cancel
+from llm_tasks.judge import judge_evolution, judge_response
 
 
 async def _dev_case(case: Case, method: str, resources: RunResources) -> dict:
     llm, rules = resources.llms.evol, resources.rules
+    judging = resources.settings.failure_judge != "off"
     evolved = await evolve(llm, method, case["instruction"], rules)
-    if evolved.failure:
-        return {"case_id": case["case_id"], "stage": "evolve", "reason": evolved.failure.reason,
+    judge = resources.llms.judge_llm
+    failure = evolved.failure or (await judge_evolution(judge, case["instruction"], evolved.text) if judging else None)
+    if failure:
+        return {"case_id": case["case_id"], "stage": "evolve", "reason": failure.reason,
                 "text": evolved.candidate_text}
     answer = await respond(llm, evolved.text, rules)
+    if judging and answer.failure is None:
+        answer = answer.judged(await judge_response(judge, evolved.text, answer.raw))
     gain = len(evolved.text) / max(1, len(case["instruction"]))
     result = {"case_id": case["case_id"], "text": evolved.text, "gain": gain, "lenient": evolved.lenient}
     if answer.failure:

@@ -74,6 +74,7 @@ def plan_run(settings: RunSettings, seed_instructions: list[str]) -> list[PhaseP
     validations = (steps * m + 1) * settings.dev_size if optimizing else 0
     analysis_in = method_tokens + settings.batch_size * (loop + 1) * (mean_instruction * 2) + 300
     rows = len(seed_instructions) * (1 + settings.breadth_ratio * ("breadth" in settings.diversity))
+    judge_in = estimate_tokens(fill("judge_response", instruction="", response="")) + mean_instruction + respond_out
     methods_validated = steps * m + 1 if optimizing else 0
     generation_evolves = round(rows * loop)
     plans = [
@@ -90,8 +91,21 @@ def plan_run(settings: RunSettings, seed_instructions: list[str]) -> list[PhaseP
         PhasePlan("generation (evolve + answer, all levels)", round(2 * rows * loop),
                   round(rows * loop * (evolve_in + 2 * mean_instruction)), round(rows * loop * (evolve_out + respond_out)),
                   settings.evol_llm, cached_input_tokens=round(max(0, generation_evolves - 1) * method_tokens)),
+        *_judge_plans(settings, validations, rows * loop, judge_in),
     ]
     return [with_reasoning(plan) for plan in plans]
+
+
+def _judge_plans(settings: RunSettings, validations: int, generated: float, judge_in: float) -> list[PhasePlan]:
+    """The failure judge's calls: at most one per item per stage (evolution, answer), where it is on."""
+    plans = []
+    if settings.failure_judge in ("dev", "all"):
+        plans.append(PhasePlan("optimization: failure judge", 2 * validations, round(2 * validations * judge_in),
+                               round(2 * validations * 8), settings.evol_llm))
+    if settings.failure_judge == "all":
+        plans.append(PhasePlan("generation: failure judge", round(2 * generated), round(2 * generated * judge_in),
+                               round(2 * generated * 8), settings.evol_llm))
+    return plans
 
 
 def format_plan(plans: list[PhasePlan]) -> str:

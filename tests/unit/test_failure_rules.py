@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from failure_checks.rules import Failure, FailureRules, hangul_ratio
+from failure_checks.rules import DEFAULT_RULES_PATH, Failure, FailureRules, hangul_ratio
 from failure_checks.markers import ParsedText
 
 EN_ORIGINAL = "Write a short poem about the ocean."
@@ -292,79 +292,78 @@ def test_empty_response(rules, response):
 
 
 @pytest.mark.parametrize(
-    "response",
+    ("response", "reason"),
     [
-        "Sure! Could you tell me more about the poem you want?",
-        "Understood. What tone should the poem have？",
-        "**Thank you!** Which ocean do you mean? 😊",
-        "I'm sorry, but which report are you referring to?",
-        "What kind of poem would you like?",
+        ("Sure! Could you tell me more about the poem you want?", "asks_back"),
+        ("Understood. What tone should the poem have？", "asks_back"),
+        ("**Thank you!** Which ocean do you mean? 😊", "asks_back"),
+        ("I'm sorry, but which report are you referring to?", "asks_back"),
+        ("What kind of poem would you like?", "asks_back"),
+        ("Before I answer, could you tell me what your budget is?", "asks_back"),
+        ("To write a good poem, please provide the theme and the length you want.", "asks_back"),
+        ("I can help with that. Please specify which programming language you use.", "asks_back"),
+        ("Here is a general outline. Could you provide the company's revenue figures so I can refine it?",
+         "asks_for_input"),
+        ("Paste the code here and I'll find the bug for you.", "asks_for_input"),
+        ("It looks like the article wasn't attached. Summaries need the source.", "asks_for_input"),
+        ("I cannot write a poem about an ocean I have never seen.", "claims_impossible"),
+        ("I can’t access the report you mention.", "claims_impossible"),
+        ("It is not possible to determine the answer from the information given.", "claims_impossible"),
+        ("As an AI language model, I don't have personal opinions, so I can't pick a party for you.", "refuses"),
+        ("I'm not able to help with entering someone else's home without permission.", "refuses"),
     ],
 )
-def test_acknowledgement_question_english(rules, response):
-    assert response_reason(rules, response) == "acknowledgement_question"
+def test_failed_responses_english(rules, response, reason):
+    assert response_reason(rules, response) == reason
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        ("네, 알겠습니다. 어떤 분위기의 시를 원하시나요?", "asks_back"),
+        ("알겠습니다! 시의 길이는 어느 정도가 좋을까요？", "asks_back"),
+        ("죄송하지만, 어떤 보고서를 말씀하시는 건가요?", "asks_back"),
+        ("흥미로운 주제네요. 이 보고서를 읽을 대상은 누구인가요?", "asks_back"),
+        ("시를 쓰려면 원하는 주제와 길이를 알려주세요.", "asks_back"),
+        ("코드를 붙여 넣어 주시면 오류를 찾아 드릴게요.", "asks_for_input"),
+        ("번역할 문장을 입력해 주세요.", "asks_for_input"),
+        ("보고서 내용을 제공해 주시면 요약해 드리겠습니다.", "asks_for_input"),
+        ("정확한 답변을 위해 더 자세한 정보가 필요합니다.", "asks_for_input"),
+        ("주어진 정보만으로는 정확한 계산이 불가능합니다.", "claims_impossible"),
+        ("죄송하지만 해당 파일에 접근할 수 없습니다.", "claims_impossible"),
+        ("AI 언어 모델로서 저는 개인적인 의견을 가질 수 없습니다.", "refuses"),
+        ("죄송하지만 그 요청은 도와드릴 수 없습니다.", "refuses"),
+    ],
+)
+def test_failed_responses_korean(rules, response, reason):
+    assert response_reason(rules, response) == reason
 
 
 @pytest.mark.parametrize(
     "response",
     [
-        "네, 알겠습니다. 어떤 분위기의 시를 원하시나요?",
-        "알겠습니다! 시의 길이는 어느 정도가 좋을까요？",
-        "죄송하지만, 어떤 보고서를 말씀하시는 건가요?",
-        "무엇에 대한 시를 원하시나요?",
+        # A quoted request inside a template is the product, not a request to the user.
+        '고객 응대 문구입니다.\n> "안녕하세요, 고객님. 주문 번호를 알려주세요."\n상황에 맞게 이름을 바꿔 쓰세요.',
+        '첫 응대로는 "주문 번호를 알려주세요."라고 말하면 됩니다.',
+        "```python\nname = input(\"Please enter your name: \")\n```\nThe loop keeps asking until a name is given.",
+        # List items that end in questions are the product too (slogans, interview questions).
+        "1. 선이 없으니 자유로워졌습니다. 당신의 음악은 아직도 묶여 있나요?\n2. 이제 더 좋은 소리로 바꿔 볼까요?",
+        # A plain-speech question speaks to someone else (a child), not to the user.
+        "지구는 팽이처럼 돌고 있어. 그래서 밤이 오는 거야. 신기하지?",
+        # Impossibility as the topic of a substantial answer.
+        "페르마의 마지막 정리는 n이 3 이상일 때 xⁿ + yⁿ = zⁿ을 만족하는 양의 정수 해가 없다는 명제입니다. "
+        "즉, 이런 해를 찾는 것은 불가능합니다. 페르마는 증명을 남기지 않았고, 이 문제는 타원곡선과 모듈러 형식의 "
+        "깊은 연결을 필요로 했습니다. 결국 1994년 앤드루 와일스가 타니야마-시무라 추측의 일부를 증명해 정리를 완성했습니다.",
+        "Fermat's Last Theorem says that for n greater than 2 it is impossible to find positive whole numbers with "
+        "xⁿ + yⁿ = zⁿ. Fermat claimed a proof in a margin around 1637, but none was found. The proof needed deep links "
+        "between elliptic curves and modular forms, and Andrew Wiles completed it in 1994 after seven years of work.",
+        "대한민국의 수도는 서울입니다.",
+        "좋은 질문입니다! 아침형 습관은 취침 시간부터 고정하고, 15분씩 앞당기고, 알람을 멀리 두고, 기상 직후 햇빛을 "
+        "보는 것으로 만듭니다. 처음 2주가 가장 힘들지만 그 시기를 넘기면 훨씬 수월해집니다.",
     ],
 )
-def test_acknowledgement_question_korean(rules, response):
-    assert response_reason(rules, response) == "acknowledgement_question"
-
-
-@pytest.mark.parametrize(
-    "response",
-    [
-        "To write a good poem, please provide the theme and the length you want.",
-        "Here is a general outline. Could you provide the company's revenue figures so I can refine it?",
-        "I can help with that. Please specify which programming language you use.",
-    ],
-)
-def test_asks_for_information_english(rules, response):
-    assert response_reason(rules, response) == "asks_for_information"
-
-
-@pytest.mark.parametrize(
-    "response",
-    [
-        "시를 쓰려면 원하는 주제와 길이를 알려주세요.",
-        "보고서 내용을 제공해 주시면 요약해 드리겠습니다.",
-        "정확한 답변을 위해 더 자세한 정보가 필요합니다.",
-    ],
-)
-def test_asks_for_information_korean(rules, response):
-    assert response_reason(rules, response) == "asks_for_information"
-
-
-@pytest.mark.parametrize(
-    "response",
-    [
-        "I cannot write a poem about an ocean I have never seen.",
-        "I can’t access the report you mention.",
-        "It is not possible to determine the answer from the information given.",
-        "Predicting the exact stock price next week is impossible to do reliably.",
-    ],
-)
-def test_claims_impossible_english(rules, response):
-    assert response_reason(rules, response) == "claims_impossible"
-
-
-@pytest.mark.parametrize(
-    "response",
-    [
-        "주어진 정보만으로는 정확한 계산이 불가능합니다.",
-        "죄송하지만 해당 파일에 접근할 수 없습니다.",
-        "그 질문에는 답변할 수 없어요.",
-    ],
-)
-def test_claims_impossible_korean(rules, response):
-    assert response_reason(rules, response) == "claims_impossible"
+def test_hard_negatives_pass(rules, response):
+    assert rules.check_response(response) is None
 
 
 LONG_KOREAN_ANSWER = (
@@ -401,9 +400,9 @@ def test_good_responses_pass(rules, response):
     assert rules.check_response(response) is None
 
 
-def test_response_detail_names_the_phrases(rules):
+def test_response_detail_names_the_sentence(rules):
     failure = rules.check_response("Sure! Could you tell me more?")
-    assert failure == Failure("acknowledgement_question", 'starts with "sure"; ends with "?"')
+    assert failure == Failure("asks_back", "Could you tell me more?")
 
 
 # --- loading custom and broken YAML ----------------------------------------------------
@@ -513,4 +512,64 @@ def test_default_file_loads_with_all_documented_reasons(rules):
     evolution_reasons = {rule.reason for rule in rules.evolution_rules}
     response_reasons = {rule.reason for rule in rules.response_rules}
     assert evolution_reasons == {"prompt_leak", "answered_instead"}
-    assert response_reasons == {"acknowledgement_question", "asks_for_information", "claims_impossible"}
+    assert response_reasons == set()  # answers are read by grammar (response.grammar), not phrases
+    assert rules.response_grammar is not None and rules.evolution_grammar is not None
+
+
+# --- grammar and script sections --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("response: {grammar: {substance_max: 5}}\n", "response.grammar: unknown key 'substance_max'"),
+        ("response: {grammar: {substance_max_chars: many}}\n", "response.grammar.substance_max_chars"),
+        ("response: {grammar: {inability: ['(unclosed']}}\n", "response.grammar.inability: bad regex"),
+        ("evolution: {grammar: {ignore_words: []}}\n", "evolution.grammar.ignore_words: expected a non-empty list"),
+        ("script: {mixed_script_min_chars: -1}\n", "script.mixed_script_min_chars"),
+    ],
+)
+def test_malformed_grammar_names_file_and_key(tmp_path, text, problem):
+    path = write(tmp_path, text, name="broken_grammar.yaml")
+    with pytest.raises(ValueError) as error:
+        FailureRules.load(path)
+    assert str(path) in str(error.value) and problem in str(error.value)
+
+
+def test_grammar_is_tuned_in_the_rules_file(tmp_path):
+    text = DEFAULT_RULES_PATH.read_text(encoding="utf-8")
+    assert "substance_max_chars: 120" in text
+    path = tmp_path / "strict.yaml"
+    path.write_text(text.replace("substance_max_chars: 120", "substance_max_chars: 0"), encoding="utf-8")
+    answer = "Here is a day-by-day plan for your whole trip across the country. Which city do you mean?"
+    assert response_reason(FailureRules.load(), answer) == "asks_back"
+    assert response_reason(FailureRules.load(path), answer) is None  # any substance now outweighs the question
+
+
+def test_without_grammar_sections_only_phrases_judge(tmp_path):
+    rules = FailureRules.load(write(tmp_path, "response: {rules: []}\n"))
+    assert rules.check_response("번역할 문장을 입력해 주세요.") is None
+    assert rules.check_evolution("Explain recursion.", ParsedText("Please explain recursion.")) is None
+
+
+@pytest.mark.parametrize(
+    ("instruction", "answer"),
+    [
+        ("Write a knock knock joke about bananas.", "Knock, knock!\nWho's there?\nBanana.\nBanana who?"),
+        ("Create a fun math question for children.", "I am an odd number. Take away one letter and I become even. What number am I?"),
+        ("Write a list of questions to start a conversation.", "How are you today? What are your plans for the weekend?"),
+        ("아이들을 위한 수수께끼를 하나 만들어 주세요.", "다리는 네 개인데 걷지 못하는 것은 무엇일까요?"),
+    ],
+)
+def test_asked_for_questions_are_the_answer(rules, instruction, answer):
+    assert rules.check_response(answer, instruction) is None
+    assert rules.check_response(answer) is not None  # without the instruction they read as asking back
+
+
+def test_a_refusal_still_counts_when_questions_were_asked_for(rules):
+    answer = "I'm sorry, but I can't help with writing interview questions designed to trick candidates."
+    assert rules.check_response(answer, "Write interview questions that trick candidates.").reason == "refuses"
+
+
+def test_cannot_help_but_is_not_a_refusal(rules):
+    assert rules.check_response("I am like a moth to a flame; I can't help but be drawn to her.") is None

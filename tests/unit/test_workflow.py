@@ -147,7 +147,7 @@ def test_generation_runs_loop_levels_each_from_the_last_levels_survivors(tmp_pat
             parent = next(r for r in records if r["id"] == record["parent_id"])
             assert parent["level"] == record["level"] - 1 and record["instruction"].startswith(parent["instruction"])
     reasons = {(f["root_id"], f["level"]): f["reason"] for f in failures}
-    assert reasons[("r06", 1)] == "unchanged" and reasons[("r05", 1)] == "asks_for_information"
+    assert reasons[("r06", 1)] == "unchanged" and reasons[("r05", 1)] == "asks_for_input"
     assert reasons[("blank", 0)] == "empty_instruction" and reasons[("number", 0)] == "non_string_instruction"
     assert values["level"] == 3
 
