@@ -85,12 +85,16 @@ async def _probe_once(client: httpx.AsyncClient, config: LLMConfig, endpoint: En
                       result: ProbeResult) -> None:
     root = endpoint.base_url.rstrip("/")
     headers = {"Authorization": f"Bearer {config.api_key(endpoint.api_key_env)}"}
-    try:
+    served = None
+    try:  # the model list is optional: a server without it (or whose list route breaks) is judged by its chat
         listed = await client.get(f"{root}/models", headers=headers)  # free: not counted as a request
-        if listed.status_code in (401, 403):
-            raise _refusal(label, f"{root}/models", listed, endpoint.api_key_env)
-        # The embedded llama.cpp server lists its file's path and answers for any model name.
-        served = _model_ids(listed) if listed.status_code == 200 and not config.embedded else None
+    except httpx.HTTPError:
+        listed = None
+    if listed is not None and listed.status_code in (401, 403):
+        raise _refusal(label, f"{root}/models", listed, endpoint.api_key_env)
+    if listed is not None and listed.status_code == 200 and not config.embedded:
+        served = _model_ids(listed)  # the embedded llama.cpp server lists its file's path, answers for any name
+    try:
         body = {"model": config.model, "messages": [{"role": "user", "content": PROBE_PROMPT}],
                 **config.extra_body, "max_tokens": PROBE_MAX_TOKENS}
         result.usage.requests += 1

@@ -35,7 +35,7 @@ def test_unreachable_endpoint_ends_the_run_in_one_line(tmp_path):
                       "timeout: 5\nmax_retries: 2\n")
     result = run_cli("--evol-llm-config", str(config), "--save-path", str(tmp_path / "o"),
                      env_extra={"NOWHERE_KEY": "x"}, timeout=120)
-    assert_one_line_error(result, "cannot reach")
+    assert_one_line_error(result, "gave no answer", "check base_url")  # the probe, before any row
 
 
 def test_wrong_api_key_ends_the_run_naming_the_variable(tmp_path):
