@@ -114,9 +114,22 @@ def load_step(name: str) -> DiversityStep:
         step = getattr(module, function)
     except Exception as exc:  # any error in the user's module is theirs to fix: one line naming the step
         raise ConfigError(f"--diversity '{name}': cannot load it ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if not inspect.iscoroutinefunction(step) and not inspect.iscoroutinefunction(getattr(step, "__call__", None)):
-        raise ConfigError(f"--diversity '{name}': not an async function (write 'async def {function}(items, context)')")
+    check_step_signature(name, function, step)
     return step
+
+
+def check_step_signature(name: str, function: str, step: object) -> None:
+    """A user's step must be `async def f(items, context)`: checked before any paid call, not at its first batch."""
+    expected = f"write 'async def {function}(items, context)'"
+    if not inspect.iscoroutinefunction(step) and not inspect.iscoroutinefunction(getattr(step, "__call__", None)):
+        raise ConfigError(f"--diversity '{name}': not an async function ({expected})")
+    try:
+        inspect.signature(step).bind(["items"], "context")
+    except TypeError:
+        raise ConfigError(f"--diversity '{name}': takes {inspect.signature(step)}, not (items, context) "
+                          f"({expected})") from None
+    except ValueError:  # no signature to read (a builtin): the call itself will tell
+        pass
 
 
 def new_item(parent: LevelItem, instruction: str | None, suffix: str = "B", lineage: str | None = None) -> LevelItem:
@@ -136,6 +149,9 @@ def new_item(parent: LevelItem, instruction: str | None, suffix: str = "B", line
 
 def step_names_of(settings: RunSettings) -> list[str]:
     """The steps a run applies, in order (--equality-check first)."""
+    if "none" in settings.diversity and len(settings.diversity) > 1:
+        raise ConfigError(f"--diversity {','.join(settings.diversity)}: 'none' means no step at all, "
+                          "so it cannot be combined with others (drop 'none', or give 'none' alone)")
     names = [n for n in settings.diversity if n != "none"]
     return (["equality"] if settings.equality_check else []) + names
 
