@@ -11,16 +11,33 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write a temp file, then rename: a crash leaves the old file or the new one, never half of one."""
+    """Write a temp file, flush it to disk, then rename: a crash leaves the old file or the new one, never half of one."""
+    _replace_durably(path, lambda handle: handle.write(text))
+
+
+def _replace_durably(path: Path, write: Callable[[IO[str]], object]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    # The rename itself is durable only once the directory entry is flushed.
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def failure_record(item: dict, stage: str, reason: str, detail: str, raw: str) -> dict:
@@ -100,10 +117,15 @@ class RecordStore:
                     break
                 yield handle.tell(), json.loads(line)
 
-    def write_seeds(self, rows: list[dict]) -> None:
-        """Rewrite seeds.jsonl (it is derived from the input, so it is safe to redo)."""
-        with open(self.seeds_path, "w", encoding="utf-8") as handle:
-            handle.writelines(_dump(row) for row in rows)
+    def write_input(self, seeds: list[dict], refused: list[dict]) -> None:
+        """Write seeds.jsonl and the rows refused at load, durably: the first level boundary is the load.
+
+        seeds.jsonl is derived from the input, so it is replaced whole (temp file, fsync, rename); a load
+        done again after a kill finds its refusals already written and adds only those it lacks.
+        """
+        _replace_durably(self.seeds_path, lambda handle: handle.writelines(_dump(row) for row in seeds))
+        self.add_failures([row for row in refused if not self.is_written(row["id"], row["level"])])
+        self.sync()
 
     def append(self, path: Path, items: list[dict]) -> int:
         """Append items not written before, in one write; returns how many were new.
