@@ -139,6 +139,9 @@ class LevelStream:
         # The parent's own child goes last: once it is on disk, so is everything created beside
         # it, which is what lets a resumed level skip this parent whole.
         store = self.resources.store
+        # A parent whose own child an interrupted invocation did not write is done again whole; what
+        # that invocation wrote beside it is on disk already, and is not written twice.
+        outputs = [(ok, line) for ok, line in outputs if not store.written_earlier(line["id"], line["level"])]
         for own in (False, True):
             group = [(ok, line) for ok, line in outputs if (line["id"] == own_id) == own]
             store.add_failures([line for ok, line in group if not ok])

@@ -62,8 +62,8 @@ def _merged_offsets(directory: Path) -> dict[str, int]:
 def merge_shards(store: RecordStore, save_path: str | Path) -> int:
     """Append every shard line the run's files lack; returns how many were new.
 
-    Each (id, level) is written once, since the store skips what it has: a merge cut short by a
-    killed driver is simply done again. Call it only while no worker writes (workers are
+    Each (id, level) is written once: a line the run's files hold already is skipped, so a merge
+    cut short by a killed driver is simply done again. Call it only while no worker writes (workers are
     started, which mends a line cut by a killed worker, or have finished their level).
     """
     added = 0
@@ -72,6 +72,8 @@ def merge_shards(store: RecordStore, save_path: str | Path) -> int:
         for name, add in (("failures.jsonl", store.add_failures), ("records.jsonl", store.add_records)):
             batch, offset = [], offsets.get(name, 0)
             for offset, item in store.iter_range(directory / name, offsets.get(name, 0), None):
+                if store.is_written(item["id"], item["level"]):
+                    continue  # merged by a merge cut short, or written by an invocation without workers
                 batch.append(item)
                 if len(batch) >= MERGE_LINES:
                     added, batch = added + add(batch), []

@@ -53,6 +53,10 @@ def _dump(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
+class DuplicateWrite(RuntimeError):
+    """A second write of one (id, level): a bug in whatever made the item, never a user's mistake."""
+
+
 class RecordStore:
     """Append-only JSONL files of a run directory, each (id, level) written once."""
 
@@ -63,12 +67,15 @@ class RecordStore:
         self.records_path = self.directory / "records.jsonl"
         self.failures_path = self.directory / "failures.jsonl"
         self._written: set[tuple[str, int]] = set()
+        self._written_earlier: set[tuple[str, int]] = set()
+        """Keys on disk when the store was opened: those an interrupted invocation wrote."""
         self._tallies: dict[Path, Counter] = {self.records_path: Counter(), self.failures_path: Counter()}
         self._added: Counter = Counter()
         for path in (self.records_path, self.failures_path):
             path.touch()  # both files exist even when one stays empty
             self._repair_partial_line(path)
             self._note_written(path, [item for _, item in self.iter_range(path, 0, None)])
+        self._written_earlier = set(self._written)
 
     def _note_written(self, path: Path, items: list[dict]) -> None:
         for item in items:
@@ -79,6 +86,10 @@ class RecordStore:
     def is_written(self, item_id: str, level: int) -> bool:
         """Whether (id, level) already has its record or failure: resume skips it."""
         return (item_id, level) in self._written
+
+    def written_earlier(self, item_id: str, level: int) -> bool:
+        """Whether an earlier invocation wrote (id, level): a resumed item may offer it again, and skips it."""
+        return (item_id, level) in self._written_earlier
 
     def level_tally(self, level: int) -> dict[str, int]:
         """Records, failures, and outputs of items a diversity step added, written for one level."""
@@ -128,22 +139,23 @@ class RecordStore:
         self.sync()
 
     def append(self, path: Path, items: list[dict]) -> int:
-        """Append items not written before, in one write; returns how many were new.
+        """Append items, in one write; returns how many.
 
-        The write reaches the kernel before this returns, so a killed process loses nothing it
-        was told is written; `sync` at level boundaries makes it durable against power loss too.
+        Each (id, level) is written once: an item already written, or twice in `items`, raises
+        DuplicateWrite and nothing is written, since dropping one would lose data in silence. A
+        resume skips what is written (`is_written`) before it writes. The write reaches the kernel
+        before this returns, so a killed process loses nothing it was told is written; `sync` at
+        level boundaries makes it durable against power loss too.
         """
-        fresh, keys = [], set()
-        for item in items:  # each (id, level) once, across calls and within this one
-            key = (item["id"], item["level"])
-            if key not in self._written and key not in keys:
-                keys.add(key)
-                fresh.append(item)
-        if fresh:
+        keys = [(item["id"], item["level"]) for item in items]
+        if len(set(keys)) < len(keys) or not self._written.isdisjoint(keys):
+            twice = next(key for n, key in enumerate(keys) if key in self._written or key in keys[:n])
+            raise DuplicateWrite(f"{path.name}: (id {twice[0]!r}, level {twice[1]}) is already written")
+        if items:
             with open(path, "a", encoding="utf-8") as handle:
-                handle.write("".join(_dump(item) for item in fresh))
-            self._note_written(path, fresh)
-        return len(fresh)
+                handle.write("".join(_dump(item) for item in items))
+            self._note_written(path, items)
+        return len(items)
 
     def sync(self) -> None:
         """Flush the result files to disk (once per level: an fsync per item would cost milliseconds each)."""

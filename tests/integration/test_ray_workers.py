@@ -119,7 +119,7 @@ def assert_same_accounting(ours: Path, theirs: Path) -> None:
         records[name] = by_key(directory, "records.jsonl")
         accounted[name] = set(records[name]) | set(by_key(directory, "failures.jsonl"))
     assert {k for k in accounted["ours"] if not planted(k)} == {k for k in accounted["theirs"] if not planted(k)}
-    lineages = {name: sorted(k[1] for k in keys if planted(k) and ".B" not in k[0]) for name, keys in accounted.items()}
+    lineages = {name: sorted(k[1] for k in keys if planted(k) and ".breadth" not in k[0]) for name, keys in accounted.items()}
     assert lineages["ours"] == lineages["theirs"]
     plain = {key for key in records["ours"] if not planted(key)}
     assert plain == {key for key in records["theirs"] if not planted(key)} and len(plain) > 40

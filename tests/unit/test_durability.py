@@ -42,3 +42,46 @@ def test_a_load_done_again_after_a_kill_writes_each_refusal_once(tmp_path):
     RecordStore(tmp_path).write_input([], refused)
     RecordStore(tmp_path).write_input([], refused)  # the next invocation repeats load_data
     assert len((tmp_path / "failures.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_second_write_of_one_id_and_level_raises_and_writes_nothing(tmp_path):
+    from record_store.store import DuplicateWrite
+
+    store = RecordStore(tmp_path)
+    item = {"id": "a.L1", "root_id": "a", "level": 1}
+    with pytest.raises(DuplicateWrite, match=r"'a.L1', level 1"):
+        store.add_records([item, {**item, "instruction": "other"}])  # twice within one call
+    assert store.records_path.read_text() == ""
+    store.add_records([item])
+    with pytest.raises(DuplicateWrite):
+        store.add_failures([{**item, "stage": "respond"}])  # across calls and files
+    assert RecordStore(tmp_path).written_earlier("a.L1", 1) and not store.failures_path.read_text()
+
+
+def test_items_two_steps_create_from_one_parent_all_get_their_own_ids(tmp_path):
+    """breadth and a user step both create from d0.L1: once both were 'd0.L1.B', and the store dropped one."""
+    from conftest import make_settings, run_workflow
+    from fakes import ScriptedChatModel
+
+    rows = ["Describe the water cycle for a ten-year-old, with one everyday example.",
+            "Name three rivers in Africa and say which countries they cross."]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"id": f"d{i}", "instruction": t}) + "\n" for i, t in enumerate(rows)))
+    plugin = tmp_path / "more.py"
+    plugin.write_text("from nodes.diversity import new_item\n\n"
+                      "async def step(items, context):\n"
+                      "    return items + [new_item(i, i['instruction'] + ' Use a table.') for i in items]\n")
+    settings = make_settings(tmp_path, data_path=str(data), max_steps=0, loop=1, breadth_ratio=1.0,
+                             diversity=["breadth", f"{plugin}:step"])
+    run_workflow(settings, ScriptedChatModel())
+    out = tmp_path / "out"
+    written = [json.loads(line) for name in ("records.jsonl", "failures.jsonl")
+               for line in (out / name).read_text().splitlines()]
+    level_1 = {item["id"]: item for item in written if item["level"] == 1}
+    for seed in ("d0", "d1"):
+        own = f"{seed}.L1"
+        assert {own, f"{own}.breadth1", f"{own}.step1", f"{own}.breadth1.step1"} <= set(level_1), sorted(level_1)
+        assert level_1[f"{own}.step1"]["parent_id"] == own
+        assert level_1[f"{own}.breadth1.step1"]["parent_id"] == f"{own}.breadth1"
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"]["levels"]["1"]["added"] == 6 and run["counts"]["accounting_holds"]
