@@ -19,7 +19,8 @@ from user_errors import ConfigError
 from settings import RunSettings, scalar_type, setting_inputs, settings_from_inputs
 
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
-                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json", "publish.json")
+                "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json", "publish.json",
+                "usage.journal")
 RESULT_FOLDERS = ("dataset", ".dataset.building", "shards")
 
 

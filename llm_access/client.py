@@ -203,6 +203,8 @@ class ChatLLM:
         self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
         self.in_flight = 0
         """Requests sent and not yet answered, for progress."""
+        self.usage_journal: Callable[[RoleUsage, dict[str, int]], None] | None = None
+        """Told of usage as it accrues (a request before it is sent, tokens once answered), so that a killed run keeps it."""
         self._request_rate = TokenBucket(config.requests_per_second, 1) if config.requests_per_second else None
         self._token_rate = (TokenBucket(config.tokens_per_minute / 60, config.tokens_per_minute)
                             if config.tokens_per_minute else None)
@@ -253,6 +255,9 @@ class ChatLLM:
                 usage.input_tokens += completion.input_tokens
                 usage.output_tokens += completion.output_tokens
                 self.budget.used += completion.input_tokens + completion.output_tokens
+                if self.usage_journal:
+                    self.usage_journal(usage, {"input_tokens": completion.input_tokens,
+                                               "output_tokens": completion.output_tokens})
             except FatalLLMError:
                 raise
             except Exception as exc:  # classified below; anything unknown is final
@@ -284,6 +289,8 @@ class ChatLLM:
             await self._respect_rate_limits(estimate if handoffs == 0 else 0)
             lease = await self._acquire()
             usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
+            if self.usage_journal:
+                self.usage_journal(usage, {"requests": 1})
             self.in_flight += 1
             try:
                 message = await asyncio.wait_for(lease.endpoint.next_model().ainvoke(messages, **kwargs), self.config.timeout + 5)

@@ -156,6 +156,7 @@ class LevelStream:
         if not final and now - self._last_progress < PROGRESS_SECONDS:
             return
         self._last_progress = now
+        self.resources.save_usage_now_and_then()
         llms = self.resources.llms
         usage = llms.usage_this_invocation().values()
         emit({"event": "level", "level": self.level, "done": self.done, "total": self.total, "failures": self.failures,
@@ -193,6 +194,7 @@ async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
             stream.steps.close()
         stream.report_progress(final=True)
     store.sync()
+    resources.save_usage()
     counts = {"parents": parents, **store.level_tally(level)}
     return {"level_spans": {**state.level_spans, str(level): [state.level_spans[str(level)][0], store.size(store.records_path)]},
             "level_counts": {**state.level_counts, str(level): counts}}

@@ -49,6 +49,23 @@ def failure_record(item: dict, stage: str, reason: str, detail: str, raw: str) -
     return failure
 
 
+def repair_partial_line(path: Path) -> None:
+    """Drop a last line without its newline: a crash mid-write left it, and it is redone."""
+    # Only the tail is read: the file may be far larger than memory should hold.
+    with open(path, "rb+") as handle:
+        size = end = handle.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            newline = handle.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                if start + newline + 1 < size:
+                    handle.truncate(start + newline + 1)
+                return
+            end = start
+        handle.truncate(0)
+
+
 def _dump(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
@@ -73,7 +90,7 @@ class RecordStore:
         self._added: Counter = Counter()
         for path in (self.records_path, self.failures_path):
             path.touch()  # both files exist even when one stays empty
-            self._repair_partial_line(path)
+            repair_partial_line(path)
             self._note_written(path, [item for _, item in self.iter_range(path, 0, None)])
         self._written_earlier = set(self._written)
 
@@ -95,23 +112,6 @@ class RecordStore:
         """Records, failures, and outputs of items a diversity step added, written for one level."""
         return {"records": self._tallies[self.records_path][level], "failures": self._tallies[self.failures_path][level],
                 "added": self._added[level]}
-
-    @staticmethod
-    def _repair_partial_line(path: Path) -> None:
-        # A crash mid-write leaves a line without its newline; it is dropped and redone.
-        # Only the tail is read: the file may be far larger than memory should hold.
-        with open(path, "rb+") as handle:
-            size = end = handle.seek(0, os.SEEK_END)
-            while end > 0:
-                start = max(0, end - 65536)
-                handle.seek(start)
-                newline = handle.read(end - start).rfind(b"\n")
-                if newline >= 0:
-                    if start + newline + 1 < size:
-                        handle.truncate(start + newline + 1)
-                    return
-                end = start
-            handle.truncate(0)
 
     def size(self, path: Path) -> int:
         return path.stat().st_size if path.exists() else 0

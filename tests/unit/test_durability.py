@@ -85,3 +85,30 @@ def test_items_two_steps_create_from_one_parent_all_get_their_own_ids(tmp_path):
         assert level_1[f"{own}.breadth1.step1"]["parent_id"] == f"{own}.breadth1"
     run = json.loads((out / "run.json").read_text())
     assert run["counts"]["levels"]["1"]["added"] == 6 and run["counts"]["accounting_holds"]
+
+
+def test_usage_is_on_disk_as_it_accrues_not_only_when_the_invocation_ends(tmp_path):
+    """What a kill -9 leaves: the requests sent and the tokens answered, whether usage.json was written or not."""
+    import asyncio
+
+    from conftest import make_settings
+    from fakes import ScriptedChatModel
+    from resources import RunResources, prior_usage
+
+    settings = make_settings(tmp_path)
+
+    async def ask(resources, n):
+        for i in range(n):
+            await resources.llms.evol.complete(f"question {i} of {n}", role="respond")
+
+    first = RunResources.build(settings, models={"evol": ScriptedChatModel(), "optim": ScriptedChatModel()})
+    asyncio.run(ask(first, 3))  # ... and the process is killed: no save_usage
+    after_kill = prior_usage(tmp_path / "out")["token_usage"]["respond"]
+    assert after_kill["requests"] == 3 and after_kill["output_tokens"] == first.llms.evol.usage["respond"].output_tokens > 0
+    second = RunResources.build(settings, models={"evol": ScriptedChatModel(), "optim": ScriptedChatModel()},
+                                max_budget_tokens=10**9)
+    assert second.llms.evol.budget.used == after_kill["input_tokens"] + after_kill["output_tokens"]
+    asyncio.run(ask(second, 2))
+    second.save_usage()
+    asyncio.run(ask(second, 1))  # after the snapshot, before the next one
+    assert prior_usage(tmp_path / "out")["token_usage"]["respond"]["requests"] == 6
