@@ -20,7 +20,7 @@ from settings import RunSettings, scalar_type, setting_inputs, settings_from_inp
 
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
                 "checkpoints.sqlite", "settings.json", "llm_cache.sqlite", "usage.json", "publish.json",
-                "usage.journal")
+                "usage.journal", "dedup_index.json")
 RESULT_FOLDERS = ("dataset", ".dataset.building", "shards")
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from llm_access.client import FatalLLMError
 from llm_tasks.answers import judge_information_gain
 from llm_tasks.evolution import create_in_breadth
-from record_store.near_duplicates import NearDuplicateIndex
+from record_store.near_duplicates import IN_DEDUP_INDEX, NearDuplicateIndex
 from resources import RunResources
 from settings import RunSettings
 from state import LevelItem
@@ -65,6 +65,9 @@ async def dedup_item(item: LevelItem, context: StepContext) -> list[LevelItem]:
         match = await match
     if match:
         eliminate_item(item, "near_duplicate", f"duplicates {match}")
+    else:
+        # Written with the item: a resumed run rebuilds the index from exactly what joined it here.
+        item[IN_DEDUP_INDEX] = True
     return [item]
 
 

@@ -17,7 +17,8 @@ from langchain_core.runnables import RunnableConfig
 
 from llm_tasks.answers import respond
 from llm_tasks.evolution import evolve
-from nodes.diversity import DiversitySteps
+from nodes.diversity import DiversitySteps, near_duplicate_index, step_names_of
+from record_store.near_duplicates import IN_DEDUP_INDEX, write_membership
 from record_store.store import failure_record
 from resources import RunResources, emit, resources_from, timed
 from state import GenerationState, LevelItem
@@ -82,7 +83,7 @@ def record_line(item: LevelItem, response: str, method_id: str) -> dict:
               "instruction": item["instruction"], "response": response, "original": item["original"]}
     if "reference" in item:
         record["reference"] = item["reference"]
-    for optional in ("lineage", "added_by"):
+    for optional in ("lineage", "added_by", IN_DEDUP_INDEX):
         if item.get(optional):
             record[optional] = item[optional]
     record["method_id"] = method_id
@@ -195,6 +196,11 @@ async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
         stream.report_progress(final=True)
     store.sync()
     resources.save_usage()
+    if "dedup" in step_names_of(resources.settings):
+        # The live index's members, for a check that a resumed run rebuilt the same one.
+        membership = (await resources.workers.index_membership() if resources.workers is not None
+                      else near_duplicate_index(resources).membership())
+        write_membership(resources.settings.save_path, level, membership)
     counts = {"parents": parents, **store.level_tally(level)}
     return {"level_spans": {**state.level_spans, str(level): [state.level_spans[str(level)][0], store.size(store.records_path)]},
             "level_counts": {**state.level_counts, str(level): counts}}

@@ -68,6 +68,9 @@ class SharedIndex:
     def add_signature_unless_duplicate(self, item_id: str, root_id: str, values) -> str | None:
         return self.index.add_signature_unless_duplicate(item_id, root_id, values)
 
+    def membership(self) -> dict:
+        return self.index.membership()
+
 
 @ray.remote(num_cpus=1)
 class GenerationWorker:
@@ -232,6 +235,10 @@ class RayWorkers:
             raise _cause(exc) from None
         self._emit(stream, final=True)
         merge_shards(resources.store, self.settings.save_path)
+
+    async def index_membership(self) -> dict:
+        """The shared near-duplicate index's members (NearDuplicateIndex.membership)."""
+        return await self.index.membership.remote()
 
     async def _route(self, parents, queues: list[asyncio.Queue], senders: list[asyncio.Future]) -> None:
         batches: list[list[dict]] = [[] for _ in queues]

@@ -44,8 +44,9 @@ def failure_record(item: dict, stage: str, reason: str, detail: str, raw: str) -
     """The failures.jsonl line for an item eliminated at `stage` (input, evolve, diversity or respond)."""
     failure = {"id": item["id"], "root_id": item["root_id"], "parent_id": item.get("parent_id"), "level": item["level"],
                "stage": stage, "reason": reason, "detail": detail, "instruction": item.get("instruction"), "raw": raw}
-    if item.get("added_by"):
-        failure["added_by"] = item["added_by"]
+    for optional in ("added_by", "in_dedup_index"):  # the latter: near_duplicates.IN_DEDUP_INDEX
+        if item.get(optional):
+            failure[optional] = item[optional]
     return failure
 
 

@@ -112,3 +112,30 @@ def test_usage_is_on_disk_as_it_accrues_not_only_when_the_invocation_ends(tmp_pa
     second.save_usage()
     asyncio.run(ask(second, 1))  # after the snapshot, before the next one
     assert prior_usage(tmp_path / "out")["token_usage"]["respond"]["requests"] == 6
+
+
+def test_the_index_a_resume_rebuilds_is_the_one_the_live_run_had(tmp_path):
+    """Only what passed dedup joins the index: not the breadth items made after it, but an item that passed
+    dedup and was then removed by a later step does (once, every record was put in the rebuilt index)."""
+    from conftest import make_settings, run_workflow
+    from fakes import ScriptedChatModel
+    from record_store.near_duplicates import NearDuplicateIndex
+
+    rows = ["Describe the water cycle for a ten-year-old, with one everyday example.",
+            "Name three rivers in Africa and say which countries they cross.",
+            "Plan a three-day hiking trip in the Alps for a family with small children."]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"id": f"d{i}", "instruction": t}) + "\n" for i, t in enumerate(rows)))
+    plugin = tmp_path / "drop.py"
+    plugin.write_text("async def step(items, context):\n    return [i for i in items if i['root_id'] != 'd1']\n")
+    settings = make_settings(tmp_path, data_path=str(data), max_steps=0, loop=2, breadth_ratio=1.0,
+                             diversity=["dedup", "breadth", f"{plugin}:step"])
+    run_workflow(settings, ScriptedChatModel())
+    out = tmp_path / "out"
+    live = json.loads((out / "dedup_index.json").read_text())
+    rebuilt = NearDuplicateIndex.from_store(RecordStore(out), settings.dedup_threshold)
+    assert live == {"level": 2, **rebuilt.membership()}
+    members = {item_id for (item_id,) in rebuilt._db.execute("SELECT item_id FROM items")}
+    assert "d1.L1" in members  # passed dedup, then removed by the step: it was in the live index
+    assert {"d0.L1.breadth1", "d2.L1.breadth1"}.isdisjoint(members)
+    assert {"d0.L1.breadth1.L2", "d0", "d0.L1", "d0.L2"} <= members
