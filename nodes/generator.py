@@ -19,6 +19,7 @@ from llm_tasks.answers import respond
 from llm_tasks.evolution import evolve
 from nodes.diversity import DiversitySteps, near_duplicate_index, step_names_of
 from record_store.near_duplicates import IN_DEDUP_INDEX, write_membership
+from ray_backend.shards import merge_shards
 from record_store.store import failure_record
 from resources import RunResources, emit, resources_from, timed
 from state import GenerationState, LevelItem
@@ -185,6 +186,9 @@ async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
     level, store = state.level, resources.store
     parents_span = state.level_spans[str(level - 1)]
     parents = state.level_counts[str(level - 1)]["records"]  # every record of a level is a parent of the next
+    # What a killed Ray run left in its shard files belongs to this level (the one it was streaming):
+    # merged before the level's parents are chosen, with or without workers this time.
+    merge_shards(store, resources.settings.save_path)
     stream = LevelStream(resources, state, total=parents)
     if resources.workers is not None:  # --workers N: the shards stream on Ray and are merged into the store
         await resources.workers.stream_level(stream, parents_span)

@@ -158,6 +158,16 @@ class RecordStore:
             self._note_written(path, items)
         return len(items)
 
+    def adopt(self, path: Path, items: list[dict]) -> int:
+        """Append lines another writer wrote (a Ray worker's shard), but those already here; returns how many.
+
+        A parent done again after a kill treats them as written earlier, like lines on disk at open.
+        """
+        fresh = [item for item in items if not self.is_written(item["id"], item["level"])]
+        self.append(path, fresh)
+        self._written_earlier.update((item["id"], item["level"]) for item in fresh)
+        return len(fresh)
+
     def sync(self) -> None:
         """Flush the result files to disk (once per level: an fsync per item would cost milliseconds each)."""
         for path in (self.records_path, self.failures_path):
