@@ -169,10 +169,15 @@ class LevelStream:
 
 @timed("generation")
 async def start_level(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads the level reached so far; writes the next level and where its records start in records.jsonl."""
-    store = resources_from(config).store
+    """Reads the level reached so far; writes the next level and where its records start in records.jsonl.
+
+    A level starts where the one before ended (level 1 at the file's start), not at the file's size:
+    the checkpoint of this node may be lost to a kill after the level began writing (LangGraph saves
+    it while the next node runs), and its rerun must not leave those records outside the level.
+    """
     level = state.level + 1
-    return {"level": level, "level_spans": {**state.level_spans, str(level): [store.size(store.records_path), -1]}}
+    start = 0 if level == 1 else state.level_spans[str(level - 1)][1]
+    return {"level": level, "level_spans": {**state.level_spans, str(level): [start, -1]}}
 
 
 @timed("generation")

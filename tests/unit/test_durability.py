@@ -139,3 +139,26 @@ def test_the_index_a_resume_rebuilds_is_the_one_the_live_run_had(tmp_path):
     assert "d1.L1" in members  # passed dedup, then removed by the step: it was in the live index
     assert {"d0.L1.breadth1", "d2.L1.breadth1"}.isdisjoint(members)
     assert {"d0.L1.breadth1.L2", "d0", "d0.L1", "d0.L2"} <= members
+
+
+def test_a_level_starts_where_the_one_before_ended_whenever_its_start_is_run(tmp_path):
+    """LangGraph saves a node's checkpoint while the next node runs: a kill can lose start_level's result
+    after stream_level wrote records. The rerun must not start the level after them (they would belong
+    to no level, and the next level would never take them as parents)."""
+    import asyncio
+
+    from conftest import make_settings
+    from fakes import ScriptedChatModel
+    from nodes.generator import start_level
+    from resources import RunResources
+    from state import GenerationState
+
+    resources = RunResources.build(make_settings(tmp_path), models={"evol": ScriptedChatModel(), "optim": ScriptedChatModel()})
+    resources.store.add_records([{"id": "a.L1", "root_id": "a", "level": 1, "instruction": "x"}])
+    config = {"configurable": {"resources": resources}}
+    first = asyncio.run(start_level(GenerationState(level=0, level_spans={"0": [0, 10]}), config))
+    assert first["level_spans"]["1"] == [0, -1]
+    size = resources.store.size(resources.store.records_path)
+    resources.store.add_records([{"id": "a.L2", "root_id": "a", "level": 2, "instruction": "y"}])
+    second = asyncio.run(start_level(GenerationState(level=1, level_spans={"0": [0, 10], "1": [0, size]}), config))
+    assert second["level_spans"]["2"] == [size, -1]
