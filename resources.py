@@ -52,10 +52,14 @@ class RunResources:
     """Where this process's clients note their usage as it accrues."""
     journal_offsets: dict[str, int] = field(default_factory=dict)
     """Per usage journal of the run, how far the usage known here covers it (its Ray workers report theirs)."""
+    saves_usage: bool = True
+    """False in a Ray worker: its usage reaches usage.json through the driver (its journal covers a kill)."""
     _usage_saved: float = 0.0
 
     def save_usage(self) -> None:
         """Write the run's token usage and cost so far, and how far they cover each journal; the next invocation starts from it."""
+        if not self.saves_usage:
+            return
         offsets = {**self.journal_offsets, **({self.journal.name: self.journal.offset} if self.journal else {})}
         usage = {"token_usage": self.llms.usage_by_role(), "cost": self.llms.cost(), "journals": offsets}
         write_atomically(Path(self.settings.save_path) / USAGE_FILE, json.dumps(usage, indent=2))

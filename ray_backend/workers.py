@@ -97,6 +97,7 @@ class GenerationWorker:
         resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache_path,
                                        journal_name=worker_journal(self.worker))
         resources.llms.prior_usage, resources.llms.prior_cost = {}, {}  # the driver accounts for earlier invocations
+        resources.saves_usage = False
         resources.store = RecordStore(shard_directory(settings.save_path, self.worker))
         resources.near_duplicates = SharedNearDuplicates(index)
         self.resources = resources

@@ -77,8 +77,9 @@ def settings_for(tmp_path: Path, url: str, name: str, **fields):
     data = tmp_path / "seeds.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in seed_rows()), encoding="utf-8")
     llm = fake_llm_config("evol", base_url=url, concurrency=8, timeout=10.0)
+    fields = {"diversity": ["dedup", "breadth"], "breadth_ratio": 0.3, **fields}
     return make_settings(tmp_path / name, data_path=str(data), evol_llm=llm, optim_llm=llm, max_steps=0, loop=2,
-                         diversity=["dedup", "breadth"], breadth_ratio=0.3, **fields)
+                         **fields)
 
 
 def run(settings, **options) -> dict:
@@ -229,7 +230,7 @@ from nodes.diversity import eliminate_item
 async def keep_out(items, context):
     """At level 2, every parent's own child fails and the breadth items made beside it are kept."""
     for item in items:
-        if context.level == 2 and ".breadth" not in item["id"]:
+        if context.level == 2 and not item.get("added_by"):
             eliminate_item(item, "kept_out", "only created items pass level 2")
     return items
 '''
@@ -254,15 +255,15 @@ def merge_failures_only(out: Path) -> int:
 def test_a_driver_killed_inside_the_merge_resumes_with_one_worker_and_loses_nothing(tmp_path, ray_cluster):
     step = tmp_path / "keep_out.py"
     step.write_text(KEEP_OUT_STEP, encoding="utf-8")
-    diversity = ["dedup", "breadth", f"{step}:keep_out"]
+    diversity = ["dedup", "breadth", f"{step}:keep_out"]  # with breadth_ratio 1: a breadth item beside each failure
 
     async def killed_then_resumed(server):
         from run import execute, prepare_directory
 
-        reference = settings_for(tmp_path, server.base_url, "ref", diversity=diversity)
+        reference = settings_for(tmp_path, server.base_url, "ref", diversity=diversity, breadth_ratio=1.0)
         prepare_directory(reference, overwrite=False)
         await execute(reference, quiet=True, workers=1)
-        settings = settings_for(tmp_path, server.base_url, "cut", diversity=diversity)
+        settings = settings_for(tmp_path, server.base_url, "cut", diversity=diversity, breadth_ratio=1.0)
         prepare_directory(settings, overwrite=False)
         server.latency = 0.1
         out = tmp_path / "cut" / "out"
