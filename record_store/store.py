@@ -86,7 +86,7 @@ class RecordStore:
         self.failures_path = self.directory / "failures.jsonl"
         self._written: set[tuple[str, int]] = set()
         self._written_earlier: set[tuple[str, int]] = set()
-        """Keys on disk when the store was opened: those an interrupted invocation wrote."""
+        """Keys on disk when the store was opened, or adopted from a Ray shard: another invocation or process wrote them."""
         self._tallies: dict[Path, Counter] = {self.records_path: Counter(), self.failures_path: Counter()}
         self._added: Counter = Counter()
         for path in (self.records_path, self.failures_path):
@@ -106,7 +106,7 @@ class RecordStore:
         return (item_id, level) in self._written
 
     def written_earlier(self, item_id: str, level: int) -> bool:
-        """Whether an earlier invocation wrote (id, level): a resumed item may offer it again, and skips it."""
+        """Whether an earlier invocation (or a Ray worker) wrote (id, level): a parent done again may offer it, and skips it."""
         return (item_id, level) in self._written_earlier
 
     def level_tally(self, level: int) -> dict[str, int]:
