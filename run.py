@@ -178,12 +178,15 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
                   "recursion_limit": RECURSION_LIMIT}
         try:
             snapshot = await graph.aget_state(config)
-            if snapshot.values and not snapshot.next:
+            # A node killed after its result was saved, before the next step began, has no `next`
+            # but is still a pending task: the run is complete only when no task is left.
+            pending = snapshot.next or tuple(task.name for task in snapshot.tasks)
+            if snapshot.values and not pending:
                 print("this run is already complete; use --overwrite to run it again", file=sys.stderr)
                 return snapshot.values
-            graph_input = None if snapshot.next else {}
-            if snapshot.next:
-                print(f"resuming the run in {settings.save_path} at {', '.join(snapshot.next)}", file=sys.stderr)
+            graph_input = None if pending else {}
+            if pending:
+                print(f"resuming the run in {settings.save_path} at {', '.join(pending)}", file=sys.stderr)
             async for chunk in graph.astream(graph_input, config, stream_mode=["updates", "custom"], subgraphs=True):
                 display.handle(chunk)
             return (await graph.aget_state(config)).values

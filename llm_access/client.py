@@ -380,6 +380,8 @@ class ChatLLM:
         self.usage: dict[str, RoleUsage] = defaultdict(RoleUsage)
         self.in_flight = 0
         """Requests sent and not yet answered, for progress."""
+        self.usage_journal: Callable[[RoleUsage, dict[str, int]], None] | None = None
+        """Told of usage as it accrues (a request before it is sent, tokens once answered), so that a killed run keeps it."""
         self._request_rate = TokenBucket(config.requests_per_second, 1) if config.requests_per_second else None
         self._token_rate = (TokenBucket(config.tokens_per_minute / 60, config.tokens_per_minute)
                             if config.tokens_per_minute else None)
@@ -449,6 +451,11 @@ class ChatLLM:
                 usage.reasoning_tokens += completion.reasoning_tokens
                 usage.cached_input_tokens += completion.cached_input_tokens
                 self.budget.used += completion.input_tokens + completion.output_tokens
+                if self.usage_journal:
+                    self.usage_journal(usage, {"input_tokens": completion.input_tokens,
+                                               "output_tokens": completion.output_tokens,
+                                               "reasoning_tokens": completion.reasoning_tokens,
+                                               "cached_input_tokens": completion.cached_input_tokens})
             except FatalLLMError:
                 raise
             except Exception as exc:  # classified below; anything unknown is final
@@ -489,6 +496,8 @@ class ChatLLM:
                 self.pool.abandoned(lease)
                 raise self._tripped
             usage.requests += 1  # counted when sent: a call cancelled while it waited for a slot sent nothing
+            if self.usage_journal:
+                self.usage_journal(usage, {"requests": 1})
             self.in_flight += 1
             try:
                 message = await asyncio.wait_for(lease.endpoint.next_model().ainvoke(messages, **kwargs), self.config.timeout + 5)

@@ -25,7 +25,7 @@ from pathlib import Path
 from llm_access.client import FatalLLMError
 from llm_tasks.answers import judge_information_gain
 from llm_tasks.evolution import create_in_breadth
-from record_store.near_duplicates import NearDuplicateIndex
+from record_store.near_duplicates import IN_DEDUP_INDEX, NearDuplicateIndex
 from resources import RunResources
 from settings import RunSettings
 from state import LevelItem
@@ -66,6 +66,9 @@ async def dedup_item(item: LevelItem, context: StepContext) -> list[LevelItem]:
         match = await match
     if match:
         eliminate_item(item, "near_duplicate", f"duplicates {match}")
+    else:
+        # Written with the item: a resumed run rebuilds the index from exactly what joined it here.
+        item[IN_DEDUP_INDEX] = True
     return [item]
 
 
@@ -115,45 +118,75 @@ def load_step(name: str) -> DiversityStep:
         step = getattr(module, function)
     except Exception as exc:  # any error in the user's module is theirs to fix: one line naming the step
         raise ConfigError(f"--diversity '{name}': cannot load it ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-    if not inspect.iscoroutinefunction(step) and not inspect.iscoroutinefunction(getattr(step, "__call__", None)):
-        raise ConfigError(f"--diversity '{name}': not an async function (write 'async def {function}(items, context)')")
+    check_step_signature(name, function, step)
     return step
 
 
-def new_item(parent: LevelItem, instruction: str | None, suffix: str = "B", lineage: str | None = None) -> LevelItem:
+def check_step_signature(name: str, function: str, step: object) -> None:
+    """A user's step must be `async def f(items, context)`: checked before any paid call, not at its first batch."""
+    expected = f"write 'async def {function}(items, context)'"
+    if not inspect.iscoroutinefunction(step) and not inspect.iscoroutinefunction(getattr(step, "__call__", None)):
+        raise ConfigError(f"--diversity '{name}': not an async function ({expected})")
+    try:
+        inspect.signature(step).bind(["items"], "context")
+    except TypeError:
+        raise ConfigError(f"--diversity '{name}': takes {inspect.signature(step)}, not (items, context) "
+                          f"({expected})") from None
+    except ValueError:  # no signature to read (a builtin): the call itself will tell
+        pass
+
+
+def new_item(parent: LevelItem, instruction: str | None, lineage: str | None = None) -> LevelItem:
     """An item a step creates: a new lineage (its own root) whose parent link is `parent`.
 
-    The id is the parent's id plus `.suffix`; a step creating several items from one parent
-    gives each its own suffix ("B1", "B2"), since ids must be unique. It is counted as added
-    by the step that returns it, whatever its `lineage` label.
+    Its id is given when the step returns it: the parent's id, the step's tag and a count
+    (`d0.L1.prose_only1`, `d0.L1.prose_only2`), so ids are unique by construction across steps.
+    It is counted as added by the step that returns it, whatever its `lineage` label.
     """
-    item_id = f"{parent['id']}.{suffix}"
-    item = LevelItem(id=item_id, root_id=item_id, parent_id=parent["id"], level=parent["level"],
-                     instruction=instruction, original=instruction, parent_instruction=parent["instruction"])
+    item = LevelItem(id=f"{parent['id']}.new", root_id=f"{parent['id']}.new", parent_id=parent["id"],
+                     level=parent["level"], instruction=instruction, original=instruction,
+                     parent_instruction=parent["instruction"])
     if lineage:
         item["lineage"] = lineage
     return item
 
 
+def step_tag(name: str) -> str:
+    """The part of a step's name that goes into the ids of the items it creates: `breadth`, or the function's name."""
+    return name.rpartition(":")[2] or name
+
+
+def step_tags(names: list[str]) -> list[str]:
+    """Each step's tag; a tag two steps share (`a.py:f,b.py:f`) gets the step's position, so that ids stay unique."""
+    tags = [step_tag(name) for name in names]
+    return [f"{tag}{n}_" if tags.count(tag) > 1 else tag for n, tag in enumerate(tags, start=1)]
+
+
 def step_names_of(settings: RunSettings) -> list[str]:
     """The steps a run applies, in order (--equality-check first)."""
+    if "none" in settings.diversity and len(settings.diversity) > 1:
+        raise ConfigError(f"--diversity {','.join(settings.diversity)}: 'none' means no step at all, "
+                          "so it cannot be combined with others (drop 'none', or give 'none' alone)")
     names = [n for n in settings.diversity if n != "none"]
     return (["equality"] if settings.equality_check else []) + names
 
 
-def sort_out(name: str, level: int, inputs: list[LevelItem], returned: object) -> list[list[LevelItem]]:
+def sort_out(name: str, level: int, inputs: list[LevelItem], returned: object, tag: str | None = None) -> list[list[LevelItem]]:
     """Per input item: itself as the step returned it, then the items the step created from it.
 
     An input the step did not return is eliminated as `removed_by_step`; a created item
-    goes with the input named by its `parent_id` (else the first) and is marked `added_by`.
+    goes with the input named by its `parent_id` (else the first), is marked `added_by`, and
+    gets its id: that input's id, the step's tag and its count among that input's created items.
     """
+    tag = tag or step_tag(name)
     if not isinstance(returned, list) or not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in returned):
         raise DiversityStepError(f"diversity step '{name}' must return a list of items (dicts with an 'id'), "
                                  f"got {type(returned).__name__}")
     position = {item["id"]: n for n, item in enumerate(inputs)}
     outputs: list[list[LevelItem]] = [[] for _ in inputs]
+    made = [0] * len(inputs)
     returned_inputs: set[str] = set()
-    created: set[str] = set()
+    created: set[int] = set()
     for item in returned:
         if item["id"] in position and item["id"] not in returned_inputs:
             returned_inputs.add(item["id"])
@@ -161,17 +194,20 @@ def sort_out(name: str, level: int, inputs: list[LevelItem], returned: object) -
             continue
         if not isinstance(item.get("instruction"), str) and not item.get("elimination"):
             raise DiversityStepError(f"diversity step '{name}' created item '{item['id']}' without an instruction")
-        if item["id"] in position or item["id"] in created:
-            raise DiversityStepError(f"diversity step '{name}' returned two items with the id '{item['id']}': "
-                                     "give each created item its own id (new_item's suffix)")
-        created.add(item["id"])
+        if item["id"] in position or id(item) in created:
+            raise DiversityStepError(f"diversity step '{name}' returned the item '{item['id']}' twice")
+        created.add(id(item))
+        attached = position.get(item.get("parent_id"), 0)
+        item["parent_id"] = inputs[attached]["id"]
         item.setdefault("added_by", name)
         item["level"] = level
-        # A created item starts its own lineage: the next level's ids derive from the root, so a
-        # root copied from the parent would collide with the parent's own child.
-        item["root_id"] = item["id"]
+        # The id is made here, not by the step, so that no two steps can make the same one. A created
+        # item starts its own lineage: the next level's ids derive from the root, so a root copied
+        # from the parent would collide with the parent's own child.
+        made[attached] += 1
+        item["id"] = item["root_id"] = f"{inputs[attached]['id']}.{tag}{made[attached]}"
         item.setdefault("original", item.get("instruction"))
-        outputs[position.get(item.get("parent_id"), 0)].append(item)
+        outputs[attached].append(item)
     for item, own in zip(inputs, outputs):
         if item["id"] not in returned_inputs:
             eliminate_item(item, "removed_by_step", f"{name} did not return it")
@@ -188,8 +224,8 @@ def _step_failed(name: str, exc: Exception) -> Exception:
 class MicroBatcher:
     """Feeds a list-API step micro-batches of whatever items are ready: up to 64, or those of 100 ms."""
 
-    def __init__(self, name: str, step: DiversityStep, context: StepContext):
-        self.name, self.step, self.context = name, step, context
+    def __init__(self, name: str, step: DiversityStep, context: StepContext, tag: str):
+        self.name, self.step, self.context, self.tag = name, step, context, tag
         self._waiting: list[tuple[LevelItem, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task] = set()
@@ -226,7 +262,7 @@ class MicroBatcher:
     async def _run(self, batch: list[tuple[LevelItem, asyncio.Future]]) -> None:
         items = [item for item, _ in batch]
         try:
-            outputs = sort_out(self.name, self.context.level, items, await self.step(list(items), self.context))
+            outputs = sort_out(self.name, self.context.level, items, await self.step(list(items), self.context), self.tag)
         except Exception as exc:  # handed to every waiting item; the level ends with it
             error = _step_failed(self.name, exc)
             outputs = [error] * len(batch)
@@ -241,20 +277,21 @@ class DiversitySteps:
     def __init__(self, resources: RunResources, level: int):
         context = StepContext(level=level, resources=resources)
         self.steps: list[tuple[str, Callable[[LevelItem], Awaitable[list[LevelItem]]]]] = []
-        for name in step_names_of(resources.settings):
+        names = step_names_of(resources.settings)
+        for name, tag in zip(names, step_tags(names)):
             if name in BUILT_IN_STEPS:
-                self.steps.append((name, self._per_item(name, BUILT_IN_STEPS[name], context)))
+                self.steps.append((name, self._per_item(name, BUILT_IN_STEPS[name], context, tag)))
             else:
-                self.steps.append((name, MicroBatcher(name, load_step(name), context)))
+                self.steps.append((name, MicroBatcher(name, load_step(name), context, tag)))
 
     @staticmethod
-    def _per_item(name: str, step: ItemStep, context: StepContext):
+    def _per_item(name: str, step: ItemStep, context: StepContext, tag: str):
         async def run(item: LevelItem) -> list[LevelItem]:
             try:
                 returned = await step(item, context)
             except Exception as exc:
                 raise _step_failed(name, exc) from None
-            return sort_out(name, context.level, [item], returned)[0]
+            return sort_out(name, context.level, [item], returned, tag)[0]
         return run
 
     def close(self) -> None:

@@ -18,7 +18,9 @@ from langchain_core.runnables import RunnableConfig
 from llm_tasks.answers import respond
 from llm_tasks.evolution import evolve
 from llm_tasks.judge import judge_evolution, judge_response
-from nodes.diversity import DiversitySteps
+from nodes.diversity import DiversitySteps, near_duplicate_index, step_names_of
+from record_store.near_duplicates import IN_DEDUP_INDEX, write_membership
+from ray_backend.shards import merge_shards
 from record_store.store import failure_record
 from resources import RunResources, emit, resources_from, timed
 from state import GenerationState, LevelItem
@@ -85,7 +87,7 @@ def record_line(item: LevelItem, response: str, method_id: str, reasoning: str |
               "instruction": item["instruction"], "response": response, "original": item["original"]}
     if "reference" in item:
         record["reference"] = item["reference"]
-    for optional in ("lineage", "added_by"):
+    for optional in ("lineage", "added_by", IN_DEDUP_INDEX):
         if item.get(optional):
             record[optional] = item[optional]
     record["method_id"] = method_id
@@ -149,6 +151,9 @@ class LevelStream:
         # The parent's own child goes last: once it is on disk, so is everything created beside
         # it, which is what lets a resumed level skip this parent whole.
         store = self.resources.store
+        # A parent whose own child an interrupted invocation did not write is done again whole; what
+        # that invocation wrote beside it is on disk already, and is not written twice.
+        outputs = [(ok, line) for ok, line in outputs if not store.written_earlier(line["id"], line["level"])]
         for own in (False, True):
             group = [(ok, line) for ok, line in outputs if (line["id"] == own_id) == own]
             store.add_failures([line for ok, line in group if not ok])
@@ -164,6 +169,7 @@ class LevelStream:
         if not final and now - self._last_progress < PROGRESS_SECONDS:
             return
         self._last_progress = now
+        self.resources.save_usage_now_and_then()
         llms = self.resources.llms
         usage = llms.usage_this_invocation().values()
         emit({"event": "level", "level": self.level, "done": self.done, "total": self.total, "failures": self.failures,
@@ -174,10 +180,15 @@ class LevelStream:
 
 @timed("generation")
 async def start_level(state: GenerationState, config: RunnableConfig) -> dict:
-    """Reads the level reached so far; writes the next level and where its records start in records.jsonl."""
-    store = resources_from(config).store
+    """Reads the level reached so far; writes the next level and where its records start in records.jsonl.
+
+    A level starts where the one before ended (level 1 at the file's start), not at the file's size:
+    the checkpoint of this node may be lost to a kill after the level began writing (LangGraph saves
+    it while the next node runs), and its rerun must not leave those records outside the level.
+    """
     level = state.level + 1
-    return {"level": level, "level_spans": {**state.level_spans, str(level): [store.size(store.records_path), -1]}}
+    start = 0 if level == 1 else state.level_spans[str(level - 1)][1]
+    return {"level": level, "level_spans": {**state.level_spans, str(level): [start, -1]}}
 
 
 @timed("generation")
@@ -191,6 +202,9 @@ async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
     level, store = state.level, resources.store
     parents_span = state.level_spans[str(level - 1)]
     parents = state.level_counts[str(level - 1)]["records"]  # every record of a level is a parent of the next
+    # What a killed Ray run left in its shard files belongs to this level (the one it was streaming):
+    # merged before the level's parents are chosen, with or without workers this time.
+    merge_shards(store, resources.settings.save_path)
     stream = LevelStream(resources, state, total=parents)
     if resources.workers is not None:  # --workers N: the shards stream on Ray and are merged into the store
         await resources.workers.stream_level(stream, parents_span)
@@ -201,6 +215,12 @@ async def stream_level(state: GenerationState, config: RunnableConfig) -> dict:
             stream.steps.close()
         stream.report_progress(final=True)
     store.sync()
+    resources.save_usage()
+    if "dedup" in step_names_of(resources.settings):
+        # The live index's members, for a check that a resumed run rebuilt the same one.
+        membership = (await resources.workers.index_membership() if resources.workers is not None
+                      else near_duplicate_index(resources).membership())
+        write_membership(resources.settings.save_path, level, membership)
     counts = {"parents": parents, **store.level_tally(level)}
     return {"level_spans": {**state.level_spans, str(level): [state.level_spans[str(level)][0], store.size(store.records_path)]},
             "level_counts": {**state.level_counts, str(level): counts}}

@@ -65,8 +65,7 @@ def _load(state: RunInput, config: RunnableConfig) -> dict:
     method, method_id = starting_method(settings.method_file)
     train, dev = split_train_dev(seed_set.rows, settings) if optimizes(settings) else ([], [])
     seeds = generation_rows(seed_set.rows, settings)
-    store.write_seeds(seeds)
-    store.add_failures(seed_set.refused)
+    store.write_input(seeds, seed_set.refused)
     return {
         **fresh_run_state(),
         "rows_in": len(seed_set.rows) + len(seed_set.refused),

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from llm_access.config import LLMConfig
-from record_store.store import RecordStore, write_atomically
+from record_store.store import RecordStore, repair_partial_line, write_atomically
 
 SHARDS_DIR = "shards"
 MERGED_FILE = "merged.json"
@@ -62,20 +62,26 @@ def _merged_offsets(directory: Path) -> dict[str, int]:
 def merge_shards(store: RecordStore, save_path: str | Path) -> int:
     """Append every shard line the run's files lack; returns how many were new.
 
-    Each (id, level) is written once, since the store skips what it has: a merge cut short by a
-    killed driver is simply done again. Call it only while no worker writes (workers are
-    started, which mends a line cut by a killed worker, or have finished their level).
+    Each (id, level) is written once: a line the run's files hold already is skipped, so a merge
+    cut short by a killed driver is simply done again. Call it only while no worker writes (none is
+    started, or all have finished their level); every level calls it before it streams, whatever
+    the number of workers, so that what a killed run left in the shards joins its own level.
     """
     added = 0
     for directory in sorted((Path(save_path) / SHARDS_DIR).glob("w*")):
         offsets = _merged_offsets(directory)
-        for name, add in (("failures.jsonl", store.add_failures), ("records.jsonl", store.add_records)):
+        for name, path in (("failures.jsonl", store.failures_path), ("records.jsonl", store.records_path)):
+            if not (directory / name).is_file():
+                continue
+            repair_partial_line(directory / name)  # a line a killed worker cut; its parent is done again
             batch, offset = [], offsets.get(name, 0)
             for offset, item in store.iter_range(directory / name, offsets.get(name, 0), None):
                 batch.append(item)
                 if len(batch) >= MERGE_LINES:
-                    added, batch = added + add(batch), []
-            added += add(batch)
+                    # A line the run's files hold already (a merge cut short, or an invocation without
+                    # workers that did its parent again) is skipped.
+                    added, batch = added + store.adopt(path, batch), []
+            added += store.adopt(path, batch)
             offsets[name] = offset
         # Written after the lines reach the run's files: a crash in between merges them again, which adds nothing.
         write_atomically(directory / MERGED_FILE, json.dumps(offsets))

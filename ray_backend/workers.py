@@ -27,7 +27,7 @@ from llm_access.client import TokenBudget
 from nodes.generator import PROGRESS_SECONDS, LevelStream, items_in_flight, stream_all
 from record_store.near_duplicates import NearDuplicateIndex, signature
 from record_store.store import RecordStore
-from resources import RunResources, emit
+from resources import USAGE_JOURNAL, RunResources, emit
 from settings import RunSettings
 from state import GenerationState
 from user_errors import ConfigError
@@ -68,6 +68,9 @@ class SharedIndex:
     def add_signature_unless_duplicate(self, item_id: str, root_id: str, values) -> str | None:
         return self.index.add_signature_unless_duplicate(item_id, root_id, values)
 
+    def membership(self) -> dict:
+        return self.index.membership()
+
 
 @ray.remote(num_cpus=1)
 class GenerationWorker:
@@ -91,8 +94,10 @@ class GenerationWorker:
         settings = self.settings.model_copy(update={
             "evol_llm": worker_share(self.settings.evol_llm, workers, on_this_node),
             "optim_llm": worker_share(self.settings.optim_llm, workers, on_this_node)})
-        resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache_path)
+        resources = RunResources.build(settings, embedded_url=embedded_url, cache_path=cache_path,
+                                       journal_name=worker_journal(self.worker))
         resources.llms.prior_usage, resources.llms.prior_cost = {}, {}  # the driver accounts for earlier invocations
+        resources.saves_usage = False
         resources.store = RecordStore(shard_directory(settings.save_path, self.worker))
         resources.near_duplicates = SharedNearDuplicates(index)
         self.resources = resources
@@ -134,10 +139,24 @@ class GenerationWorker:
     def progress(self) -> dict:
         llms, stream = self.resources.llms, self.stream
         return {"done": stream.done, "failures": stream.failures, "added": stream.total,
-                "in_flight": sum(client.in_flight for client in llms.clients()), "report": llms.worker_report()}
+                "in_flight": sum(client.in_flight for client in llms.clients()), **self.report()}
 
     def report(self) -> dict:
-        return self.resources.llms.worker_report() if self.resources else {}
+        """This worker's usage and endpoint figures, and how far its usage journal they cover (taken together)."""
+        if self.resources is None:
+            return {}
+        return {"report": self.resources.llms.worker_report(), "journal_offset": self.resources.journal.offset}
+
+
+def worker_journal(worker: int) -> str:
+    """A worker's usage journal, relative to the save path (resources.prior_usage reads every one)."""
+    return str(shard_directory("", worker) / USAGE_JOURNAL)
+
+
+def note_report(resources: RunResources, worker: int, report: dict) -> None:
+    """Take a worker's usage into the run's, with the journal offset it covers, so save_usage stays consistent."""
+    resources.llms.worker_reports[f"w{worker}"] = report["report"]
+    resources.journal_offsets[worker_journal(worker)] = report["journal_offset"]
 
 
 def start_ray(workers: int, address: str | None) -> bool:
@@ -218,6 +237,10 @@ class RayWorkers:
         self._emit(stream, final=True)
         merge_shards(resources.store, self.settings.save_path)
 
+    async def index_membership(self) -> dict:
+        """The shared near-duplicate index's members (NearDuplicateIndex.membership)."""
+        return await self.index.membership.remote()
+
     async def _route(self, parents, queues: list[asyncio.Queue], senders: list[asyncio.Future]) -> None:
         batches: list[list[dict]] = [[] for _ in queues]
         for parent in parents:
@@ -246,7 +269,8 @@ class RayWorkers:
 
     def _note(self, worker: int, progress: dict, stream: LevelStream) -> None:
         self.progress[worker] = progress
-        stream.resources.llms.worker_reports[f"w{worker}"] = progress["report"]
+        note_report(stream.resources, worker, progress)
+        stream.resources.save_usage_now_and_then()
         self._emit(stream)
 
     def _emit(self, stream: LevelStream, final: bool = False) -> None:
@@ -278,7 +302,7 @@ class RayWorkers:
                 if ref in done:
                     try:
                         if report := ray.get(ref):
-                            resources.llms.worker_reports[f"w{i}"] = report
+                            note_report(resources, i, report)
                     except ray.exceptions.RayError:
                         pass  # a worker that died has no figures to give
             for actor in [*self.actors, self.index]:

@@ -8,15 +8,21 @@ temporary SQLite file, so a run's memory stays flat however many rows and levels
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
 from failure_checks.rules import char_shingles
-from record_store.store import RecordStore
+from record_store.store import RecordStore, write_atomically
 
 NUM_PERM = 64
+IN_DEDUP_INDEX = "in_dedup_index"
+"""The field of a record or failure line whose item joined the index (it passed dedup)."""
+MEMBERSHIP_FILE = "dedup_index.json"
 _TEMPLATE = MinHash(num_perm=NUM_PERM)
 # Random odd multipliers and per-band salts fold a band's values into one 64-bit bucket key.
 _RANDOM = np.random.default_rng(20240600)
@@ -97,15 +103,32 @@ class NearDuplicateIndex:
     def close(self) -> None:
         self._db.close()
 
+    def membership(self) -> dict:
+        """How many items the index holds and a digest of their ids, to compare two indexes."""
+        digest, members = hashlib.sha256(), 0
+        for (item_id,) in self._db.execute("SELECT item_id FROM items ORDER BY item_id"):
+            digest.update(item_id.encode() + b"\n")
+            members += 1
+        return {"members": members, "sha256": digest.hexdigest()}
+
     @classmethod
     def from_store(cls, store: RecordStore, threshold: float) -> "NearDuplicateIndex":
-        """Everything that passed dedup before: seeds, records, and items that failed only at respond."""
+        """The index as the run left it: the seeds, and every record or failure marked as having passed dedup.
+
+        Not every record: an item a step created after dedup (breadth, by default) never joined
+        the live index, and an item that passed dedup and then failed (at respond, or by a later
+        step) did. The mark is written with the item, so a resume rebuilds the same index.
+        """
         index = cls(threshold)
         for _, seed in store.iter_range(store.seeds_path, 0, None):
             index.add(seed["id"], seed["root_id"], seed["instruction"])
-        for _, record in store.iter_range(store.records_path, 0, None):
-            index.add(record["id"], record["root_id"], record["instruction"])
-        for _, failure in store.iter_range(store.failures_path, 0, None):
-            if failure["stage"] == "respond" and failure.get("instruction"):
-                index.add(failure["id"], failure["root_id"], failure["instruction"])
+        for path in (store.records_path, store.failures_path):
+            for _, item in store.iter_range(path, 0, None):
+                if item.get(IN_DEDUP_INDEX):
+                    index.add(item["id"], item["root_id"], item["instruction"])
         return index
+
+
+def write_membership(save_path: str | Path, level: int, membership: dict) -> None:
+    """Record the live index's membership at a level's end (run.json's neighbour dedup_index.json)."""
+    write_atomically(Path(save_path) / MEMBERSHIP_FILE, json.dumps({"level": level, **membership}))

@@ -33,7 +33,8 @@ INPUT_FILE = "input.json"
 CACHE_FILE = "llm_cache.sqlite"
 CHECKPOINT_FILE = "checkpoints.sqlite"
 RESULT_FILES = ("records.jsonl", "failures.jsonl", "seeds.jsonl", "method.txt", "run.json", "report.html",
-                CHECKPOINT_FILE, SETTINGS_FILE, INPUT_FILE, CACHE_FILE, "usage.json", "publish.json")
+                CHECKPOINT_FILE, SETTINGS_FILE, INPUT_FILE, CACHE_FILE, "usage.json", "publish.json",
+                "usage.journal", "dedup_index.json")
 DATASET_FOLDER = "dataset"
 WHOLLY_OWNED_FOLDERS = (".dataset.building", "shards")
 """Folders only the tool creates and fills (a build in progress, Ray's shard files): removed whole."""

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_settings
 from user_errors import ConfigError
 from record_store.loading import INPUT_SEPARATOR, read_seed_set, split_train_dev
-from record_store.store import RecordStore
+from record_store.store import DuplicateWrite, RecordStore
 
 ROWS = [{"id": "a", "instruction": "첫 번째 질문입니다.", "input": "", "output": "답"},
         {"id": "b", "instruction": "Second task", "input": "some text", "output": "ans"},
@@ -81,7 +81,8 @@ def test_split_is_seeded_disjoint_and_checks_sizes(tmp_path):
 def test_store_writes_each_key_once_and_repairs_a_half_written_line(tmp_path):
     store = RecordStore(tmp_path)
     assert store.add_records([{"id": "a.L1", "level": 1, "instruction": "한글"}]) == 1
-    assert store.add_records([{"id": "a.L1", "level": 1, "instruction": "again"}]) == 0
+    with pytest.raises(DuplicateWrite):
+        store.add_records([{"id": "a.L1", "level": 1, "instruction": "again"}])
     with open(store.records_path, "a", encoding="utf-8") as handle:
         handle.write('{"id": "b.L1", "level": 1, "instr')  # the crash
     reopened = RecordStore(tmp_path)

@@ -41,8 +41,8 @@ def test_a_step_that_adds_with_new_item_is_accounted_for(tmp_path):
     run_workflow(settings, ScriptedChatModel())
     run = json.loads((tmp_path / "out" / "run.json").read_text(encoding="utf-8"))
     assert run["counts"]["levels"]["1"]["added"] == 1 and run["counts"]["accounting_holds"]
-    added = [r for r in _read(tmp_path / "out" / "records.jsonl") if r["id"] == "d0.L1.B"]
-    assert added and added[0]["parent_id"] == "d0.L1" and added[0]["root_id"] == "d0.L1.B"
+    added = [r for r in _read(tmp_path / "out" / "records.jsonl") if r["id"] == "d0.L1.step1"]
+    assert added and added[0]["parent_id"] == "d0.L1" and added[0]["root_id"] == "d0.L1.step1"
 
 
 @pytest.mark.parametrize("returned,needle", [
@@ -74,10 +74,10 @@ def test_a_step_that_raises_ends_the_run_in_one_line_and_the_run_resumes(tmp_pat
 
 def test_new_item_makes_a_new_lineage_that_sort_out_keeps_beside_its_parent():
     parent = {"id": "d0.L1", "root_id": "d0", "parent_id": "d0", "level": 1, "instruction": "Explain tides."}
-    created = new_item(parent, "Explain tides on a moon of Saturn.", suffix="B2")
-    assert (created["id"], created["root_id"], created["parent_id"], created["level"]) == (
-        "d0.L1.B2", "d0.L1.B2", "d0.L1", 1)
+    created = new_item(parent, "Explain tides on a moon of Saturn.")
     assert sort_out("mine", 1, [parent], [parent, created]) == [[parent, created]]
+    assert (created["id"], created["root_id"], created["parent_id"], created["level"]) == (
+        "d0.L1.mine1", "d0.L1.mine1", "d0.L1", 1)
 
 
 @pytest.mark.parametrize("original,copy", [
@@ -96,15 +96,21 @@ def test_near_duplicate_seeds_are_refused_at_load_naming_the_first(tmp_path, ori
     assert len(kept.rows) == 3 and not kept.refused
 
 
-def test_two_created_items_with_one_id_are_refused_naming_the_step():
+def test_two_created_items_get_two_ids_by_construction():
     parent = {"id": "d0.L1", "root_id": "d0", "parent_id": "d0", "level": 1, "instruction": "Explain tides."}
     twins = [new_item(parent, "Explain tides on Titan."), new_item(parent, "Explain tides on Europa.")]
-    with pytest.raises(ConfigError, match="'mine' returned two items with the id 'd0.L1.B'"):
-        sort_out("mine", 1, [parent], [parent, *twins])
+    [[_, *created]] = sort_out("my_steps.py:mine", 1, [parent], [parent, *twins])
+    assert [item["id"] for item in created] == ["d0.L1.mine1", "d0.L1.mine2"]
+
+
+def test_an_input_returned_twice_is_refused_naming_the_step():
+    parent = {"id": "d0.L1", "root_id": "d0", "parent_id": "d0", "level": 1, "instruction": "Explain tides."}
+    with pytest.raises(ConfigError, match="'mine' returned the item 'd0.L1' twice"):
+        sort_out("mine", 1, [parent], [parent, dict(parent)])
 
 
 def test_a_created_item_starts_its_own_lineage_even_when_copied_from_its_parent():
     parent = {"id": "d0.L1", "root_id": "d0", "parent_id": "d0", "level": 1, "instruction": "Explain tides."}
     copied = {**parent, "id": "d0.L1.copy", "parent_id": "d0.L1", "instruction": "Explain tides twice."}
     [[own, created]] = sort_out("mine", 1, [parent], [parent, copied])
-    assert own is parent and created["root_id"] == "d0.L1.copy" and created["added_by"] == "mine"
+    assert own is parent and created["root_id"] == created["id"] == "d0.L1.mine1" and created["added_by"] == "mine"
