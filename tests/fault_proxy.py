@@ -40,8 +40,11 @@ class FaultProxy:
         self.app = Starlette(routes=routes)
 
     async def models(self, request: Request) -> Response:
-        async with httpx.AsyncClient() as client:
-            reply = await client.get(f"{self.upstream}/v1/models")
+        try:
+            async with httpx.AsyncClient() as client:
+                reply = await client.get(f"{self.upstream}/v1/models")
+        except httpx.HTTPError:  # an upstream that is not there: answer as a gateway would
+            return Response('{"error": "bad gateway"}', 502, media_type="application/json")
         return Response(reply.content, reply.status_code, media_type="application/json")
 
     async def chat(self, request: Request) -> Response:
