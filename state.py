@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import Field, create_model
-from typing_extensions import TypedDict  # pydantic (Studio's state schema) needs this one before Python 3.12
+from typing_extensions import NotRequired, TypedDict  # pydantic (Studio's state schema) needs this one before Python 3.12
 
 from settings import SettingInput, setting_inputs
 
@@ -50,6 +50,9 @@ class Trajectory(TypedDict):
     """stage 0 (the original) to the last stage that could be produced."""
     failure: str | None
     """Why the chain stopped early, if it did."""
+    failed_stage: NotRequired[int | None]
+    """The stage the failure belongs to: the last of `stages` when its text was produced and a rule
+    rejected it, one past them when nothing could be produced (absent in checkpoints before issue 21)."""
 
 
 class Feedback(TypedDict):

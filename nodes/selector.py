@@ -16,13 +16,10 @@ def failed_items(score: MethodScore) -> int:
 def is_strictly_better(candidate: MethodScore, incumbent: MethodScore, min_improvement: int = 1) -> bool:
     """The candidate fails on at least `min_improvement` fewer dev items than the incumbent.
 
-    With the default 1 (the paper's rule: a lower failure rate wins) an equal count is broken
-    by the larger complexity gain; a larger K asks for a real margin, so a tie never wins.
+    An equal count never replaces the incumbent, whatever the complexity gain: a longer
+    rewrite that fails as often is no evidence of a better method.
     """
-    margin = failed_items(incumbent) - failed_items(candidate)
-    if margin != 0:
-        return margin >= min_improvement
-    return min_improvement <= 1 and candidate["complexity_gain"] > incumbent["complexity_gain"]
+    return failed_items(incumbent) - failed_items(candidate) >= min_improvement
 
 
 def within_noise(candidate: MethodScore, incumbent: MethodScore) -> bool:

@@ -83,7 +83,7 @@ def test_min_improvement_counts_dev_items():
     assert not is_strictly_better(_score(2, 6), incumbent, min_improvement=2)
     assert is_strictly_better(_score(1, 6), incumbent, min_improvement=2)
     tie_with_more_gain = _score(3, 6, gain=2.0)
-    assert is_strictly_better(tie_with_more_gain, incumbent)  # K=1 keeps the tie-break
+    assert not is_strictly_better(tie_with_more_gain, incumbent)  # issue 21: a tie never wins
     assert not is_strictly_better(tie_with_more_gain, incumbent, min_improvement=2)
     adopt, decision = _decision(_score(2, 6, method_id="s1c0"), incumbent, 2)
     assert not adopt and "--min-improvement" in decision

@@ -20,10 +20,10 @@ def _score(rate, gain, method_id="x"):
     return {"method_id": method_id, "failure_rate": rate, "complexity_gain": gain, "dev_size": 10}
 
 
-def test_strictly_better_needs_a_lower_rate_or_an_equal_rate_and_more_gain():
+def test_strictly_better_needs_a_lower_rate_an_equal_rate_never_wins():
     incumbent = _score(0.3, 1.5)
     assert is_strictly_better(_score(0.2, 1.0), incumbent)
-    assert is_strictly_better(_score(0.3, 1.6), incumbent)
+    assert not is_strictly_better(_score(0.3, 1.6), incumbent)  # issue 21: a tie keeps the incumbent
     assert not is_strictly_better(_score(0.3, 1.5), incumbent)
     assert not is_strictly_better(_score(0.4, 9.0), incumbent)
 
