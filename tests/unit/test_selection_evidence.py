@@ -36,3 +36,13 @@ def test_the_analyzer_is_told_the_stage_a_rule_rejected_not_the_next_one(tmp_pat
     analyze_prompt = next(c["prompt"] for c in model.calls if c["task"] == "analyze")
     assert "(Stage 2 was produced but rejected: unchanged" in analyze_prompt
     assert "Stage 3" not in analyze_prompt
+
+
+def test_a_step_that_repeats_an_earlier_steps_prompts_still_draws_new_candidates(tmp_path):
+    # The default world keeps e0 and gives the same feedback every step: step 2's prompts repeat step 1's.
+    model = ScriptedChatModel()
+    values = run_workflow(make_settings(tmp_path, max_steps=2, patience=5, candidate_size=2), model)
+    first, second = ([c["text"] for c in step["candidates"]] for step in values["history"])
+    assert len(set(first + second)) == 4
+    optimize_seeds = [c["seed"] for c in model.calls if c["task"] == "optimize"]
+    assert len(optimize_seeds) == 4 and len(set(optimize_seeds)) == 4  # asked, not answered from the cache
