@@ -35,7 +35,7 @@ def test_stop_reasons():
 
 
 def test_incumbent_is_kept_when_no_candidate_is_strictly_better(tmp_path):
-    settings = make_settings(tmp_path, max_steps=2, patience=5)
+    settings = make_settings(tmp_path, max_steps=2, patience=5, selection="full")
     values = run_workflow(settings, ScriptedChatModel())
     assert values["method_id"] == "e0"
     assert [h["kept_method_id"] for h in values["history"]] == ["e0", "e0"]
@@ -52,7 +52,7 @@ def _world_where_variant_1_is_better(prompt: str, seed):
 
 
 def test_a_strictly_better_candidate_replaces_the_method_and_its_score_is_reused(tmp_path):
-    settings = make_settings(tmp_path, max_steps=3, patience=1, candidate_size=3)
+    settings = make_settings(tmp_path, max_steps=3, patience=1, candidate_size=3, selection="full")
     model = ScriptedChatModel(responder=_world_where_variant_1_is_better)
     values = run_workflow(settings, model)
     first, second = values["history"][0], values["history"][1]

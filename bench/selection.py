@@ -1,0 +1,190 @@
+"""The selection bench (issue 21): how well each selection rule picks methods whose true failure rate is known.
+
+A world: dev and train items with a difficulty d ~ N(0, DIFFICULTY_SD), methods with a skill s;
+a method fails an item when u(method, item) < sigmoid(d - s + c), u a hash-uniform (the same
+answer for the same method and item, as an evolver at temperature 0), c set so that e0 (skill 0)
+truly fails 20% of all items. A revision's skill is its parent's plus N(0, REVISION_SD). The true
+failure rate of a method is the mean of sigmoid(d - s + c) over the item population, not over
+the run's dev set: it is what the run cannot see.
+
+    python bench/selection.py --worlds 200                  # in-process, every setting
+    python bench/selection.py --end-to-end --worlds 4       # run.py against a loopback server
+
+Both modes use the same selection code (method_selection.race). The in-process mode replays
+the optimization loop of graph/workflow.py with the world's outcomes in place of LLM calls;
+the end-to-end mode runs `run.main` against tests/chat_server.ChatServer answering from the
+world (`WorldAnswers`), and reads the kept method and its requests from the run's files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+import statistics
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+from method_selection.race import RaceRule, choose, race_order, race_result, simulate  # noqa: E402
+
+DIFFICULTY_SD = 1.5
+REVISION_SD = 0.3
+E0_RATE = 0.2
+SKILL_TAG = "Calibration note"
+
+
+def uniform(*parts) -> float:
+    """A uniform in [0, 1) fixed by its parts."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def normal(*parts) -> float:
+    """A standard normal fixed by its parts (Box-Muller on two hash-uniforms)."""
+    u1, u2 = max(1e-12, uniform(*parts, "a")), uniform(*parts, "b")
+    return math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+@dataclass
+class World:
+    """One seeded world: item difficulties by item key, and the offset c that puts e0 at 20%."""
+
+    seed: int
+    population: list[float] = field(default_factory=list)
+    """Difficulties of a large item sample: a method's true failure rate is its mean failure chance on them."""
+    offset: float = 0.0
+
+    def __post_init__(self):
+        self.population = [DIFFICULTY_SD * normal(self.seed, "population", i) for i in range(4000)]
+        low, high = -10.0, 10.0
+        for _ in range(60):  # the c for which e0's true rate is E0_RATE
+            mid = (low + high) / 2
+            low, high = (mid, high) if self.true_rate(0.0, mid) < E0_RATE else (low, mid)
+        self.offset = (low + high) / 2
+
+    def true_rate(self, skill: float, offset: float | None = None) -> float:
+        c = self.offset if offset is None else offset
+        return sum(sigmoid(d - skill + c) for d in self.population) / len(self.population)
+
+    def difficulty(self, item: str) -> float:
+        return DIFFICULTY_SD * normal(self.seed, "item", item)
+
+    def fails(self, method: str, skill: float, item: str) -> bool:
+        return uniform(self.seed, "outcome", method, item) < sigmoid(self.difficulty(item) - skill + self.offset)
+
+    def revision_skill(self, parent: float, *draw) -> float:
+        return parent + REVISION_SD * normal(self.seed, "revision", *draw)
+
+
+# --- in-process: the workflow's optimization loop with world outcomes ---------------------------
+
+
+@dataclass
+class Setting:
+    name: str
+    selection: str
+    dev: int
+    m: int
+
+
+SETTINGS = [Setting("full, dev 50", "full", 50, 5), Setting("exact, dev 50", "exact", 50, 5),
+            Setting("full, dev 200", "full", 200, 5), Setting("exact, dev 200", "exact", 200, 5),
+            Setting("race, dev 200, m 5", "race", 200, 5), Setting("race, dev 200, m 10", "race", 200, 10)]
+
+
+@dataclass
+class Method:
+    key: str
+    skill: float
+    selected_on: list[int] | None = None
+
+
+def item_calls(failed: bool) -> int:
+    """A dev item costs an evolution, and an answer when the evolution did not fail."""
+    return 1 if failed else 2
+
+
+def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int = 2, batch: int = 10,
+                 confidence: float = 0.9) -> dict:
+    """One optimization as graph/workflow.py runs it: calls, the kept method, every method seen."""
+    rule = RaceRule(setting.selection, confidence, 1)
+    pool = list(range(setting.dev))
+    incumbent = Method("e0", 0.0)
+    outcome = {i: world.fails("e0", 0.0, f"dev{i}") for i in pool}
+    calls = {"trajectories": 0, "optimizer": 0, "validation": 0}
+    calls["validation"] += sum(item_calls(f) for f in outcome.values())
+    seen, stale = [incumbent.skill], 0
+    for step in range(1, steps + 1):
+        calls["trajectories"] += batch
+        calls["optimizer"] += 2 * setting.m
+        order = race_order(pool, incumbent.selected_on) if setting.selection == "race" else pool
+        bar = [outcome[i] for i in order]
+        results, candidates = [], {}
+        for sample in range(setting.m):
+            key = f"{incumbent.key}>{step}.{sample}"
+            skill = world.revision_skill(incumbent.skill, key)
+            seen.append(skill)
+            outcomes = simulate(rule, bar, lambda k, key=key, skill=skill: world.fails(key, skill, f"dev{order[k]}"))
+            calls["validation"] += sum(map(item_calls, outcomes))
+            results.append(race_result(key, rule, bar, outcomes))
+            candidates[key] = (skill, outcomes)
+        chosen = choose(rule, sum(bar), results)
+        if chosen is None:
+            stale += 1
+        else:
+            stale = 0
+            skill, outcomes = candidates[chosen.method_id]
+            raced = order[:len(outcomes)]
+            incumbent = Method(chosen.method_id, skill, raced if setting.selection == "race" else None)
+            new = {i: f for i, f in zip(raced, outcomes)}
+            for i in pool:  # the held-out re-estimate completes the new bar on the items it was not raced on
+                if i not in new:
+                    new[i] = world.fails(chosen.method_id, skill, f"dev{i}")
+                    calls["validation"] += item_calls(new[i])
+            outcome = new
+        if stale >= patience:
+            break
+    kept, best = world.true_rate(incumbent.skill), world.true_rate(max(seen))
+    return {"calls": sum(calls.values()), "validation_calls": calls["validation"], "kept_rate": kept,
+            "worse_than_e0": kept > E0_RATE + 1e-9, "regret": kept - best, "kept": incumbent.key}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| setting | worlds | optimization calls (mean) | validation calls | true failure rate of the kept "
+            "method (mean) | runs where it is truly worse than e0 | regret vs the best method seen (mean) |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['setting']} | {row['worlds']} | {row['calls']:.0f} | {row['validation_calls']:.0f} | "
+                     f"{row['kept_rate']:.3f} | {row['worse']} ({row['worse_share']:.1%}) | {row['regret']:.3f} |")
+    return "\n".join(lines)
+
+
+def summarize(setting: str, runs: list[dict]) -> dict:
+    worse = sum(r["worse_than_e0"] for r in runs)
+    return {"setting": setting, "worlds": len(runs), "calls": statistics.mean(r["calls"] for r in runs),
+            "validation_calls": statistics.mean(r["validation_calls"] for r in runs),
+            "kept_rate": statistics.mean(r["kept_rate"] for r in runs), "worse": worse,
+            "worse_share": worse / len(runs), "regret": statistics.mean(r["regret"] for r in runs)}
+
+
+def in_process(worlds: int, steps: int, settings: list[Setting]) -> tuple[list[dict], dict]:
+    rows, runs = [], {}
+    for setting in settings:
+        runs[setting.name] = [simulate_run(World(seed), setting, steps=steps) for seed in range(worlds)]
+        rows.append(summarize(setting.name, runs[setting.name]))
+    return rows, runs
