@@ -92,16 +92,16 @@ StopRule = Callable[[list[bool]], "str | None"]
 
 
 async def score_in_order(method_id: str, method: str, cases: list[Case], resources: RunResources,
-                         stop: StopRule = lambda outcomes: None) -> tuple[list[dict], str]:
+                         stop: StopRule = lambda outcomes: None, window: int | None = None) -> tuple[list[dict], str]:
     """Per-case results of a method on `cases` in their order, up to the first prefix `stop` ends.
 
-    Up to the evol LLM's concurrency of cases run at once, started in order. `stop` sees the
+    Up to `window` cases (default: the evol LLM's concurrency) run at once, started in order. `stop` sees the
     outcomes of the longest finished prefix, one item at a time, so where a method stops
     depends only on the outcomes in order, never on which answer came back first: the same
     decision on every run and on resume. Cases still in flight when it stops are cancelled.
     Returns the results of the prefix and the verdict ("complete" when nothing stopped it).
     """
-    window = max(1, resources.llms.evol.config.total_concurrency())
+    window = max(1, window or resources.llms.evol.config.total_concurrency())
     finished: dict[int, dict] = {}
     prefix: list[dict] = []
     verdict = stop([]) if cases else "complete"
@@ -191,8 +191,10 @@ async def candidate_validator(state: CandidateState, config: RunnableConfig) -> 
     candidate, rule = state.candidates[-1], race_rule(resources.settings)
     by_id = {case["case_id"]: case for case in state.dev}
     cases = [by_id[i] for i in state.race_order]
+    # The m branches share the LLM's slots: each keeps its share in flight, so few answers arrive past its stop.
+    window = math.ceil(resources.llms.evol.config.total_concurrency() / resources.settings.candidate_size)
     results, verdict = await score_in_order(candidate["method_id"], candidate["text"], cases, resources,
-                                            lambda outcomes: stop_verdict(rule, state.bar, outcomes))
+                                            lambda outcomes: stop_verdict(rule, state.bar, outcomes), window)
     wins, losses = paired_record(state.bar, outcomes_of(results))
     score = summarize(candidate["method_id"], results)
     score["calls"] = calls_of(results)
