@@ -120,7 +120,7 @@ def rate_with_interval(score: dict) -> str:
 
 
 def print_summary(values: dict, settings: RunSettings) -> None:
-    from nodes.selector import within_noise
+    from nodes.selector import savings_line, within_noise
 
     run = json.loads((Path(settings.save_path) / "run.json").read_text(encoding="utf-8"))
     e0, final = run["e0_score"], run["final_score"]
@@ -137,6 +137,12 @@ def print_summary(values: dict, settings: RunSettings) -> None:
             noise = f"; the difference is within noise for a dev set of {e0['dev_size']}"
         print(f"dev failure rate (95% interval): e0 {rate_with_interval(e0)} -> {run['method_id']} "
               f"{rate_with_interval(final)} ({run['stop_reason']}{noise})")
+        if final.get("held_out"):
+            print(f"{run['method_id']} was adopted on {final['selection_estimate']['dev_size']} dev items "
+                  f"({final['selection_estimate']['failure_rate']:.3f} there); on the other "
+                  f"{final['held_out']['dev_size']}: {rate_with_interval(final['held_out'])}")
+    if run.get("selection", {}).get("candidate_items_full"):
+        print(savings_line(run["selection"]))
     print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, "
           "run.json, dataset/)")
 

@@ -15,6 +15,7 @@ from publishing.dataset_folder import build_dataset_folder
 from run_report.metrics import level_metrics
 from record_store.store import RecordStore, write_atomically
 from run_report.html_report import write_report
+from nodes.selector import selection_summary
 from resources import resources_from
 from state import WorkflowState
 
@@ -67,6 +68,7 @@ def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
         "final_score": state.method_score,
         "stop_reason": state.stop_reason,
         "history": state.history,
+        "selection": selection_summary(state.history, resources.settings.selection),
         "counts": {
             "rows_in": state.rows_in,
             "generation_set": state.seed_count,

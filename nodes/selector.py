@@ -128,6 +128,22 @@ def validation_savings(scores: list[MethodScore], pool: int) -> dict[str, int]:
             "calls": sum(s.get("calls", 0) for s in scores)}
 
 
+def selection_summary(history: list[StepRecord], selection: str) -> dict:
+    """run.json's account of validation (issue 21): candidate dev items and calls against full evaluation."""
+    figures = [step.get("validation") or {} for step in history]
+    scored, full = sum(f.get("items_scored", 0) for f in figures), sum(f.get("items_full", 0) for f in figures)
+    return {"selection": selection, "candidate_items_scored": scored, "candidate_items_full": full,
+            "candidate_calls": sum(f.get("calls", 0) for f in figures),
+            "saved_share": round(1 - scored / full, 4) if full else 0.0}
+
+
+def savings_line(summary: dict) -> str:
+    """validation (--selection race): 312 of 1000 candidate dev items scored, 69% fewer than full evaluation."""
+    return (f"validation (--selection {summary['selection']}): {summary['candidate_items_scored']} of "
+            f"{summary['candidate_items_full']} candidate dev items scored, {summary['saved_share']:.0%} fewer than "
+            f"full evaluation ({summary['candidate_calls']} calls)")
+
+
 @timed("optimization")
 async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
     """Reads this step's candidates and scores and the incumbent's; writes the kept method, the step's

@@ -118,8 +118,8 @@ async def score_in_order(method_id: str, method: str, cases: list[Case], resourc
             while verdict is None and len(prefix) in finished:
                 prefix.append(finished.pop(len(prefix)))
                 verdict = stop(outcomes_of(prefix)) or ("complete" if len(prefix) == len(cases) else None)
-            emit({"event": "validation", "method_id": method_id, "done": len(prefix), "total": len(cases),
-                  **({"verdict": verdict} if verdict else {})})
+                emit({"event": "validation", "method_id": method_id, "done": len(prefix), "total": len(cases),
+                      **({"verdict": verdict} if verdict else {})})
     finally:
         for task in running:
             task.cancel()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import make_settings, run_workflow
 from fakes import ScriptedChatModel, default_responder, instruction_of, task_of
 from nodes.selector import _decision, is_strictly_better
@@ -131,3 +133,28 @@ def test_a_race_adopts_a_clearly_better_candidate_early_and_reestimates_it_on_th
     # Step 2 compares its candidates on the items that did not select s1c2 first.
     order = [e["case_id"] for e in second["candidates"][0]["score"]["examples"]]
     assert not set(order[: 30 - raced["items"]]) & set(kept["selected_on"])
+
+
+def test_the_race_reaches_run_json_the_summary_the_report_and_progress(tmp_path, capsys):
+    from run import print_summary
+    from run_report.html_report import write_report
+
+    world = RatedWorld(0.5, [0.9, 0.55, 0.0, 0.5])
+    settings = make_settings(tmp_path, max_steps=1, candidate_size=4, dev_size=30, batch_size=2, loop=1,
+                             test_run=True)
+    values = run_workflow(settings, ScriptedChatModel(responder=world))
+    out = tmp_path / "out"
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    selection = run["selection"]
+    assert selection["selection"] == "race" and selection["candidate_items_full"] == 4 * 30
+    assert 0 < selection["candidate_items_scored"] < 4 * 30 and selection["saved_share"] > 0.3
+    # The final method was adopted after 1 step: its held-out re-estimate ran before generation.
+    assert run["final_score"]["held_out"]["dev_size"] == 30 - len(run["final_score"]["selected_on"])
+    print_summary(values, settings)
+    summary = capsys.readouterr().out
+    assert f"{selection['candidate_items_scored']} of 120 candidate dev items scored" in summary
+    assert "was adopted on" in summary and "on the other" in summary
+    write_report(out)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "evidence it is better" in page and "fewer than a full evaluation" in page
+    assert "re-estimated on the" in page
