@@ -210,11 +210,13 @@ async def execute(settings: RunSettings, embedded_url: str | None = None, cache:
 
 def dry_run(settings: RunSettings, seeds) -> None:
     """Print the plan of calls and tokens for the checked seed set; no server is started and no LLM is called."""
-    from run_report.plan import format_plan, plan_run
+    from run_report.plan import format_plan, plan_run, validation_note
     from record_store.loading import generation_rows
 
     rows = generation_rows(seeds.rows, settings)
     print(format_plan(plan_run(settings, [row["instruction"] for row in rows])))
+    if note := validation_note(settings):
+        print(note)
     print(f"({len(rows)} instructions in the generation set; see run_report/plan.py for how tokens are estimated)")
 
 

@@ -158,3 +158,19 @@ def test_the_race_reaches_run_json_the_summary_the_report_and_progress(tmp_path,
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "evidence it is better" in page and "fewer than a full evaluation" in page
     assert "re-estimated on the" in page
+
+
+def test_the_dry_run_plans_race_calls_an_upper_bound_and_an_expected_figure(tmp_path):
+    import re
+
+    from run_report.plan import validation_note
+
+    def figures(**fields):
+        note = validation_note(make_settings(tmp_path, max_steps=10, candidate_size=5, dev_size=50, **fields))
+        return [int(n) for n in re.findall(r"at most (\d+) calls.*expected about (\d+)", note)[0]]
+
+    race_upper, race_expected = figures()
+    assert race_upper == 2 * (10 * 5 + 1) * 50 and race_expected < race_upper / 2
+    exact_upper, exact_expected = figures(selection="exact")
+    assert exact_upper == race_upper and race_expected < exact_expected < exact_upper
+    assert figures(selection="full") == [race_upper, race_upper]
