@@ -188,3 +188,165 @@ def in_process(worlds: int, steps: int, settings: list[Setting]) -> tuple[list[d
         runs[setting.name] = [simulate_run(World(seed), setting, steps=steps) for seed in range(worlds)]
         rows.append(summarize(setting.name, runs[setting.name]))
     return rows, runs
+
+
+# --- end to end: run.py against a loopback endpoint answering from the world --------------------
+
+GOOD_TAIL = " Explain your reasoning step by step and give one concrete example."
+TAG = re.compile(SKILL_TAG + r" (\w+) ([+-]\d+\.\d+):")
+
+
+def method_identity(method: str) -> tuple[str, float]:
+    """The world's hidden key and skill of a method: its last calibration note; e0 has none.
+
+    Nothing in autoevol reads the note; it is how the simulated endpoint knows which method it is applying.
+    """
+    tags = TAG.findall(method)
+    return (tags[-1][0], float(tags[-1][1])) if tags else ("e0", 0.0)
+
+
+class WorldAnswers:
+    """The simulated endpoint's answers (tests/chat_server.ChatServer's `answer`) in one world."""
+
+    def __init__(self, world: World):
+        self.world = world
+        self.lock = threading.Lock()
+
+    def __call__(self, prompt: str, seed: int | None = None) -> str:
+        if "```Optimized Method" in prompt and "<feedback>" in prompt:
+            method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
+            parent, skill = method_identity(method)
+            key = hashlib.sha256(f"{parent}:{seed}".encode()).hexdigest()[:10]
+            child = self.world.revision_skill(skill, key)
+            return (f"Revised.\n```Optimized Method\n{method}\n{SKILL_TAG} {key} {child:+.5f}: keep every number and "
+                    f"every name the instruction gives.\n```")
+        if "### Case " in prompt and "<method>" in prompt:
+            cases = re.findall(r"### Case (\d+)", prompt)
+            return "\n".join(f"Case {c}: evolved." for c in cases) + "\nSummary: no systematic weakness."
+        if "#Instruction#\n" in prompt:
+            method, instruction = (part.strip() for part in prompt.rsplit("#Instruction#\n", 1))
+            key, skill = method_identity(method)
+            if self.world.fails(key, skill, instruction):
+                return f"#Finally Rewritten Instruction#\n{instruction}"  # unchanged: a rule rejects it
+            # Each method words its rewrite its own way, so no two methods share an answer from the cache.
+            return f"#Finally Rewritten Instruction#\n{instruction}{GOOD_TAIL} (Style {key}.)"
+        return "A complete answer: the background first, then the reasoning, then one worked example."
+
+
+def world_data(path: Path, rows: int, seed: int) -> Path:
+    """Distinct English instructions; their text is the world's item key."""
+    rng = random.Random(seed)
+    words = ("river market winter engine garden theory signal harbor violin copper orbit ledger meadow canyon "
+             "pixel sonnet glacier tariff compass lantern quartz mosaic thunder orchard voltage").split()
+    lines = [json.dumps({"id": f"w{i}", "instruction": f"Task {i}: describe how a {rng.choice(words)} relates to a "
+                                                       f"{rng.choice(words)} and a {rng.choice(words)}."})
+             for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class WorldServer:
+    """A ChatServer answering from one world, on its own event loop in a thread of the bench."""
+
+    def __init__(self, answers: WorldAnswers, latency: float = 0.0):
+        from chat_server import ChatServer
+
+        self.server = ChatServer(latency=latency, answer=answers)
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+        self.ready.wait(30)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def serve():
+            async with self.server:
+                self.ready.set()
+                self.stopped = asyncio.Event()
+                await self.stopped.wait()
+
+        self.loop.run_until_complete(serve())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(30)
+
+
+def end_to_end_run(world: World, setting: Setting, work: Path, steps: int = 6, patience: int = 2,
+                   batch: int = 10, train: int = 60) -> dict:
+    """run.py in a child process against the world's endpoint; the kept method's true rate from method.txt."""
+    import os
+    import subprocess
+
+    server = WorldServer(WorldAnswers(world))
+    try:
+        config = work / "world.yaml"
+        config.write_text(f"preset: openai\nbase_url: {server.server.base_url}\nmodel: world\napi_key_env: WORLD_KEY\n"
+                          "concurrency: 16\nmax_tokens: 256\ntimeout: 120\nmax_retries: 3\ntemperature: 0.6\n"
+                          "seed: 0\n", encoding="utf-8")
+        data = world_data(work / "data.jsonl", train + setting.dev, world.seed)
+        out = work / "out"
+        command = [sys.executable, str(REPO / "run.py"), "--data-path", str(data), "--train-size", str(train),
+                   "--dev-size", str(setting.dev), "--batch-size", str(batch), "--candidate-size", str(setting.m),
+                   "--max-steps", str(steps), "--patience", str(patience), "--loop", "1", "--test-run",
+                   "--selection", setting.selection, "--diversity", "none", "--evol-llm-config", str(config),
+                   "--optim-llm-config", str(config), "--save-path", str(out), "--quiet", "--overwrite"]
+        result = subprocess.run(command, cwd=REPO, env={**os.environ, "WORLD_KEY": "world"}, capture_output=True,
+                                text=True, timeout=3600)
+        if result.returncode != 0:
+            raise SystemExit(f"run.py failed: {result.stderr[-2000:]}")
+        served = server.server.served
+    finally:
+        server.close()
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    level = run["counts"]["levels"]["1"]
+    generation_calls = level["parents"] + level["records"]  # an evolution each, an answer per record
+    _, kept_skill = method_identity((out / "method.txt").read_text(encoding="utf-8"))
+    seen = [0.0] + [method_identity(c.get("text") or c.get("raw") or "")[1]
+                    for step in run["history"] for c in step["candidates"]]
+    kept = world.true_rate(kept_skill)
+    return {"calls": served - generation_calls, "validation_calls": None, "kept_rate": kept,
+            "worse_than_e0": kept > E0_RATE + 1e-9, "regret": kept - world.true_rate(max(seen)),
+            "kept": run["method_id"], "decisions": [s["kept_method_id"] for s in run["history"]]}
+
+
+def end_to_end(worlds: int, steps: int, settings: list[Setting]) -> tuple[list[dict], dict]:
+    rows, runs = [], {}
+    for setting in settings:
+        results = []
+        for seed in range(worlds):
+            with tempfile.TemporaryDirectory(prefix="autoevol-selection-") as work:
+                results.append(end_to_end_run(World(seed), setting, Path(work), steps=steps))
+            print(f"  {setting.name}, world {seed}: kept {results[-1]['kept']} "
+                  f"(true {results[-1]['kept_rate']:.3f}), {results[-1]['calls']} calls", file=sys.stderr, flush=True)
+        runs[setting.name] = results
+        rows.append(summarize(setting.name, results))
+    return rows, runs
+
+
+def same_decisions(runs: dict, first: str, second: str) -> bool:
+    return [r["kept"] for r in runs.get(first, [])] == [r["kept"] for r in runs.get(second, [])]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worlds", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--end-to-end", action="store_true", help="run.py against a loopback endpoint per world")
+    parser.add_argument("--settings", default="", help="comma-separated setting names to run (default: all)")
+    args = parser.parse_args(argv)
+    chosen = [s for s in SETTINGS if not args.settings or s.name in args.settings.split(",")]
+    rows, runs = (end_to_end if args.end_to_end else in_process)(args.worlds, args.steps, chosen)
+    print(table(rows))
+    for dev in (50, 200):
+        if f"full, dev {dev}" in runs and f"exact, dev {dev}" in runs:
+            print(f"exact pruning, dev {dev}: same kept method as full evaluation in every world: "
+                  f"{same_decisions(runs, f'full, dev {dev}', f'exact, dev {dev}')}")
+    (BENCH / "selection_results.json").write_text(json.dumps({"end_to_end": args.end_to_end, "rows": rows},
+                                                             indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
