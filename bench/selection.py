@@ -65,6 +65,8 @@ class World:
     """One seeded world: item difficulties by item key, and the offset c that puts e0 at 20%."""
 
     seed: int
+    revision_mean: float = 0.0
+    """The mean change of skill from a revision (0: as likely better as worse than its parent)."""
     population: list[float] = field(default_factory=list)
     """Difficulties of a large item sample: a method's true failure rate is its mean failure chance on them."""
     offset: float = 0.0
@@ -88,7 +90,7 @@ class World:
         return uniform(self.seed, "outcome", method, item) < sigmoid(self.difficulty(item) - skill + self.offset)
 
     def revision_skill(self, parent: float, *draw) -> float:
-        return parent + REVISION_SD * normal(self.seed, "revision", *draw)
+        return parent + self.revision_mean + REVISION_SD * normal(self.seed, "revision", *draw)
 
 
 # --- in-process: the workflow's optimization loop with world outcomes ---------------------------
@@ -182,10 +184,10 @@ def summarize(setting: str, runs: list[dict]) -> dict:
             "worse_share": worse / len(runs), "regret": statistics.mean(r["regret"] for r in runs)}
 
 
-def in_process(worlds: int, steps: int, settings: list[Setting]) -> tuple[list[dict], dict]:
+def in_process(worlds: int, steps: int, settings: list[Setting], revision_mean: float = 0.0) -> tuple[list[dict], dict]:
     rows, runs = [], {}
     for setting in settings:
-        runs[setting.name] = [simulate_run(World(seed), setting, steps=steps) for seed in range(worlds)]
+        runs[setting.name] = [simulate_run(World(seed, revision_mean), setting, steps=steps) for seed in range(worlds)]
         rows.append(summarize(setting.name, runs[setting.name]))
     return rows, runs
 
@@ -307,18 +309,26 @@ def end_to_end_run(world: World, setting: Setting, work: Path, steps: int = 6, p
     seen = [0.0] + [method_identity(c.get("text") or c.get("raw") or "")[1]
                     for step in run["history"] for c in step["candidates"]]
     kept = world.true_rate(kept_skill)
-    return {"calls": served - generation_calls, "validation_calls": None, "kept_rate": kept,
+    # Validation: every candidate's dev calls, and each incumbent's beyond what it spent as a candidate
+    # (e0's whole pass; a raced-in method's held-out items).
+    incumbents = [run["e0_score"]] + [s["incumbent"]["score"] for s in run["history"][1:]] + [run["final_score"]]
+    merged = {score["method_id"]: score.get("calls", 0) for score in incumbents if score}
+    as_candidate = {c["method_id"]: (c.get("score") or {}).get("calls", 0)
+                    for s in run["history"] for c in s["candidates"]}
+    validation = sum(as_candidate.values()) + sum(calls - as_candidate.get(m, 0) for m, calls in merged.items())
+    return {"calls": served - generation_calls, "validation_calls": validation,
+            "kept_rate": kept,
             "worse_than_e0": kept > E0_RATE + 1e-9, "regret": kept - world.true_rate(max(seen)),
             "kept": run["method_id"], "decisions": [s["kept_method_id"] for s in run["history"]]}
 
 
-def end_to_end(worlds: int, steps: int, settings: list[Setting]) -> tuple[list[dict], dict]:
+def end_to_end(worlds: int, steps: int, settings: list[Setting], revision_mean: float = 0.0) -> tuple[list[dict], dict]:
     rows, runs = [], {}
     for setting in settings:
         results = []
         for seed in range(worlds):
             with tempfile.TemporaryDirectory(prefix="autoevol-selection-") as work:
-                results.append(end_to_end_run(World(seed), setting, Path(work), steps=steps))
+                results.append(end_to_end_run(World(seed, revision_mean), setting, Path(work), steps=steps))
             print(f"  {setting.name}, world {seed}: kept {results[-1]['kept']} "
                   f"(true {results[-1]['kept_rate']:.3f}), {results[-1]['calls']} calls", file=sys.stderr, flush=True)
         runs[setting.name] = results
@@ -335,17 +345,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worlds", type=int, default=200)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--end-to-end", action="store_true", help="run.py against a loopback endpoint per world")
-    parser.add_argument("--settings", default="", help="comma-separated setting names to run (default: all)")
+    parser.add_argument("--revision-mean", type=float, default=0.0,
+                        help="mean skill change of a revision (negative: most revisions are worse than their parent)")
+    parser.add_argument("--settings", default="", help="';'-separated setting names to run (default: all)")
     args = parser.parse_args(argv)
-    chosen = [s for s in SETTINGS if not args.settings or s.name in args.settings.split(",")]
-    rows, runs = (end_to_end if args.end_to_end else in_process)(args.worlds, args.steps, chosen)
+    chosen = [s for s in SETTINGS if not args.settings or s.name in args.settings.split(";")]
+    rows, runs = (end_to_end if args.end_to_end else in_process)(args.worlds, args.steps, chosen, args.revision_mean)
     print(table(rows))
     for dev in (50, 200):
         if f"full, dev {dev}" in runs and f"exact, dev {dev}" in runs:
             print(f"exact pruning, dev {dev}: same kept method as full evaluation in every world: "
                   f"{same_decisions(runs, f'full, dev {dev}', f'exact, dev {dev}')}")
-    (BENCH / "selection_results.json").write_text(json.dumps({"end_to_end": args.end_to_end, "rows": rows},
-                                                             indent=2), encoding="utf-8")
+    name = f"selection_results{'_end_to_end' if args.end_to_end else ''}.json"
+    (BENCH / name).write_text(json.dumps({"end_to_end": args.end_to_end, "revision_mean": args.revision_mean,
+                                          "worlds": args.worlds, "rows": rows}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

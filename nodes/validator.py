@@ -95,8 +95,8 @@ async def score_in_order(method_id: str, method: str, cases: list[Case], resourc
                          stop: StopRule = lambda outcomes: None, window: int | None = None) -> tuple[list[dict], str]:
     """Per-case results of a method on `cases` in their order, up to the first prefix `stop` ends.
 
-    Up to `window` cases (default: the evol LLM's concurrency) run at once, started in order. `stop` sees the
-    outcomes of the longest finished prefix, one item at a time, so where a method stops
+    Up to `window` cases (default: the evol LLM's concurrency) run at once, started in order.
+    `stop` sees the outcomes of the longest finished prefix, one item at a time, so where a method stops
     depends only on the outcomes in order, never on which answer came back first: the same
     decision on every run and on resume. Cases still in flight when it stops are cancelled.
     Returns the results of the prefix and the verdict ("complete" when nothing stopped it).
@@ -125,12 +125,6 @@ async def score_in_order(method_id: str, method: str, cases: list[Case], resourc
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
     return prefix, verdict
-
-
-async def score_method(method_id: str, method: str, dev: list[Case], resources: RunResources) -> MethodScore:
-    """A method's dev score on every case of `dev`."""
-    results, _ = await score_in_order(method_id, method, dev, resources)
-    return {**summarize(method_id, results), "calls": calls_of(results)}
 
 
 def merged_score(method_id: str, earlier: MethodScore | None, results: list[dict], dev: list[Case]) -> MethodScore:
