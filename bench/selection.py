@@ -124,7 +124,7 @@ def item_calls(failed: bool) -> int:
 def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int = 2, batch: int = 10,
                  confidence: float = 0.9) -> dict:
     """One optimization as graph/workflow.py runs it: calls, the kept method, every method seen."""
-    rule = RaceRule(setting.selection, confidence, 1)
+    rule = RaceRule(setting.selection, confidence, 1, setting.m)
     pool = list(range(setting.dev))
     incumbent = Method("e0", 0.0)
     outcome = {i: world.fails("e0", 0.0, f"dev{i}") for i in pool}

@@ -9,11 +9,12 @@ After each item `stop_verdict` says whether the candidate may stop, and why:
   (min_improvement - 1). It could then never fail min_improvement fewer items than the
   incumbent, so stopping changes no decision, only the calls spent.
 - race: the paired test of `evidence`: "better" once the evidence for a higher win share
-  reaches 1/(1-confidence); "worse" once the evidence that its win share is below
-  1/2 reaches the same level; "cannot_win" once even winning every remaining
-  item the incumbent failed could not reach it. Only "better" can be adopted, so a method
-  that is not better is adopted with probability at most 1 - confidence however many items
-  were looked at; the drop rules only decide how soon a candidate stops costing calls.
+  reaches m/(1-confidence) for the step's m candidates; "worse" once the evidence that its win
+  share is below 1/2 reaches 1/(1-confidence); "cannot_win" once even winning every remaining
+  item the incumbent failed could not make it "better". Only "better" can be adopted, so a step
+  adopts a method that is not better with probability at most 1 - confidence however many items
+  were looked at (Ville's inequality per candidate, Bonferroni over the m of them); the drop
+  rules only decide how soon a candidate stops costing calls.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class RaceRule:
     selection: str = "race"
     confidence: float = 0.9
     min_improvement: int = 1
+    candidates: int = 1
+    """Candidates of the step: each is tested at (1 - confidence) / candidates, so that the step as a
+    whole adopts a method that is not better with probability at most 1 - confidence (Bonferroni)."""
+
+    def adoption_threshold(self) -> float:
+        return threshold(self.confidence) * self.candidates
 
 
 def paired_record(bar: list[bool], outcomes: list[bool]) -> tuple[int, int]:
@@ -48,10 +55,10 @@ def stop_verdict(rule: RaceRule, bar: list[bool], outcomes: list[bool]) -> str |
         return "cannot_win"
     if rule.selection == "race":
         wins, losses = paired_record(bar, outcomes)
-        needed = threshold(rule.confidence)
+        needed = rule.adoption_threshold()
         if evidence_better(wins, losses) >= needed:
             return "better"
-        if evidence_not_better(wins, losses) >= needed:
+        if evidence_not_better(wins, losses) >= threshold(rule.confidence):
             return "worse"
         if evidence_better(wins + sum(bar[n:]), losses) < needed:
             return "cannot_win"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.runnables import RunnableConfig
 
 from resources import emit, resources_from, timed
-from method_selection.evidence import evidence_better, threshold
+from method_selection.evidence import evidence_better
 from method_selection.race import RaceResult, RaceRule, choose, race_order
 from nodes.validator import failed, race_rule
 from state import MethodScore, StepRecord, WorkflowState
@@ -107,7 +107,8 @@ def race_decision(rule: RaceRule, incumbent: MethodScore, results: list[RaceResu
     after = f"re-estimated on the other {left} dev items" if left else "no dev item is left to re-estimate it on"
     return chosen, (f"{chosen.method_id} is better than {incumbent['method_id']}: {chosen.wins} wins, {chosen.losses} "
                     f"losses over {chosen.items} paired dev items (evidence {evidence:.1f} >= "
-                    f"{threshold(rule.confidence):.0f} for confidence {rule.confidence}); failure rate "
+                    f"{rule.adoption_threshold():.0f} for confidence {rule.confidence} over {rule.candidates} "
+                    f"candidates); failure rate "
                     f"{chosen.failures / max(1, chosen.items):.3f} on them; {after}")
 
 

@@ -174,7 +174,8 @@ async def validator(state: WorkflowState, config: RunnableConfig) -> dict:
 
 
 def race_rule(settings) -> RaceRule:
-    return RaceRule(settings.selection, settings.selection_confidence, settings.min_improvement)
+    return RaceRule(settings.selection, settings.selection_confidence, settings.min_improvement,
+                    settings.candidate_size)
 
 
 @timed("optimization")

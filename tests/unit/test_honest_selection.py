@@ -109,7 +109,7 @@ def _world_where_variant_1_is_better(prompt: str, seed):
 
 
 def test_intervals_reach_run_json_the_report_and_the_summary(tmp_path, capsys):
-    settings = make_settings(tmp_path, max_steps=1, candidate_size=2)
+    settings = make_settings(tmp_path, max_steps=1, candidate_size=2, selection="full")
     values = run_workflow(settings, ScriptedChatModel(responder=_world_where_variant_1_is_better))
     out = tmp_path / "out"
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))

@@ -23,9 +23,9 @@ def test_the_evidence_is_the_exact_mixture_ratio():
     assert abs(threshold(0.9) - 10) < 1e-9 and evidence_better(5, 0) >= 10 > evidence_better(4, 0)
 
 
-def boundary(confidence: float, looks: int) -> list[int]:
+def boundary(confidence: float, looks: int, candidates: int = 1) -> list[int]:
     """For each number n of discordant items, the fewest wins at which the test adopts (n + 1: never)."""
-    needed, edge, wins = threshold(confidence), [], 0
+    needed, edge, wins = RaceRule("race", confidence, 1, candidates).adoption_threshold(), [], 0
     for n in range(looks + 1):
         wins = max(0, wins - 1)
         while wins <= n and evidence_better(wins, n - wins) < needed:
@@ -34,16 +34,20 @@ def boundary(confidence: float, looks: int) -> list[int]:
     return edge
 
 
-def false_adoptions(p_win: float, confidence: float, runs: int, looks: int, seed: int = 7) -> float:
-    """Share of runs in which a candidate with win share p_win is ever adopted, looking after every item."""
-    edge, rng, adopted = boundary(confidence, looks), random.Random(seed), 0
+def false_adoptions(p_win: float, confidence: float, runs: int, looks: int, seed: int = 7, candidates: int = 1) -> float:
+    """Share of runs (steps) in which any of `candidates` candidates with win share p_win is ever adopted,
+    each looked at after every item."""
+    edge, rng, adopted = boundary(confidence, looks, candidates), random.Random(seed), 0
     for _ in range(runs):
-        wins = 0
-        for n in range(1, looks + 1):
-            wins += rng.random() < p_win
-            if wins >= edge[n]:
-                adopted += 1
-                break
+        hit = False
+        for _candidate in range(candidates):
+            wins = 0
+            for n in range(1, looks + 1):
+                wins += rng.random() < p_win
+                if wins >= edge[n]:
+                    hit = True
+                    break
+        adopted += hit
     return adopted / runs
 
 
@@ -62,6 +66,22 @@ def test_looking_after_every_item_keeps_false_adoptions_below_one_minus_confiden
                 naive += 1
                 break
     assert naive / 3000 > 0.3
+
+
+def test_a_step_of_m_candidates_that_are_not_better_adopts_one_at_most_one_minus_confidence_of_the_time():
+    assert false_adoptions(0.5, 0.9, runs=600, looks=200, candidates=5) <= 0.1
+    # Without the division by m, five tests at 0.9 each would adopt one far more often.
+    edge, rng, hits = boundary(0.9, 200), random.Random(3), 0
+    for _ in range(600):
+        hits += any(any(w >= edge[n] for n, w in enumerate(_walk(rng, 200), start=1)) for _candidate in range(5))
+    assert hits / 600 > 0.2
+
+
+def _walk(rng, looks):
+    wins = 0
+    for _ in range(looks):
+        wins += rng.random() < 0.5
+        yield wins
 
 
 def test_a_truly_better_candidate_is_adopted():
