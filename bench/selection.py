@@ -36,7 +36,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from method_selection.race import RaceRule, choose, race_order, race_result, simulate  # noqa: E402
+from method_selection.race import RaceRule, choose, failures_first, race_order, race_result, simulate  # noqa: E402
 
 DIFFICULTY_SD = 1.5
 REVISION_SD = 0.3
@@ -134,7 +134,8 @@ def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int =
     for step in range(1, steps + 1):
         calls["trajectories"] += batch
         calls["optimizer"] += 2 * setting.m
-        order = race_order(pool, incumbent.selected_on) if setting.selection == "race" else pool
+        order = {"race": lambda: race_order(pool, incumbent.selected_on),
+                 "exact": lambda: failures_first(pool, outcome)}.get(setting.selection, lambda: pool)()
         bar = [outcome[i] for i in order]
         results, candidates = [], {}
         for sample in range(setting.m):

@@ -75,6 +75,16 @@ def race_order(case_ids: list[int], selected_on: list[int] | None) -> list[int]:
     return [i for i in case_ids if i not in chosen] + [i for i in case_ids if i in chosen]
 
 
+def failures_first(case_ids: list[int], failed: dict[int, bool]) -> list[int]:
+    """exact's order: the items the incumbent failed first, each group in the seeded dev order.
+
+    A candidate about as good as the incumbent tends to fail those too, so it reaches the count it
+    cannot beat sooner; exact pruning gives the same decision in any order fixed before the
+    candidates answer. Never for a race: there the first discordant items would all be wins.
+    """
+    return [i for i in case_ids if failed[i]] + [i for i in case_ids if not failed[i]]
+
+
 @dataclass(frozen=True)
 class RaceResult:
     """One candidate's validation as the selector sees it."""

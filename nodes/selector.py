@@ -6,7 +6,7 @@ from langchain_core.runnables import RunnableConfig
 
 from resources import emit, resources_from, timed
 from method_selection.evidence import evidence_better
-from method_selection.race import RaceResult, RaceRule, choose, race_order
+from method_selection.race import RaceResult, RaceRule, choose, failures_first, race_order
 from nodes.validator import failed, race_rule
 from state import MethodScore, StepRecord, WorkflowState
 
@@ -57,18 +57,21 @@ def _decision(best: MethodScore | None, incumbent: MethodScore, min_improvement:
                    f"gain {incumbent['complexity_gain']:.2f})")
 
 
-def step_order(state: WorkflowState, selection: str) -> list[int]:
-    """The dev order of this step: fixed for full and exact; a race puts the incumbent's selecting items last."""
+def step_order(state: WorkflowState, selection: str, failed_by_id: dict[int, bool]) -> list[int]:
+    """The dev order of this step: seeded for full; the incumbent's failures first for exact; for a
+    race, the items that selected the incumbent last (method_selection.race)."""
     case_ids = [case["case_id"] for case in state.dev]
-    if selection != "race":
-        return case_ids
-    return race_order(case_ids, (state.method_score or {}).get("selected_on"))
+    if selection == "exact":
+        return failures_first(case_ids, failed_by_id)
+    if selection == "race":
+        return race_order(case_ids, (state.method_score or {}).get("selected_on"))
+    return case_ids
 
 
 async def set_bar(state: WorkflowState, config: RunnableConfig) -> dict:
     """Reads the dev set and the incumbent's score; writes this step's dev order and the incumbent's outcomes in it."""
-    order = step_order(state, resources_from(config).settings.selection)
     outcome = {e["case_id"]: failed(e) for e in state.method_score["examples"]}
+    order = step_order(state, resources_from(config).settings.selection, outcome)
     return {"race_order": order, "bar": [outcome[case_id] for case_id in order]}
 
 
