@@ -93,6 +93,9 @@ def race_record(score: MethodScore) -> RaceResult:
 
 def race_line(result: RaceResult) -> str:
     """s1c0 worse after 34 items (3 wins, 12 losses)."""
+    if result.items == 0 and result.verdict == "cannot_win":
+        return (f"{result.method_id} not scored: even winning every dev item the incumbent failed would not "
+                "show it better (a larger --dev-size, or --selection full)")
     verdict = result.verdict.replace("_", " ")
     return f"{result.method_id} {verdict} after {result.items} items ({result.wins} wins, {result.losses} losses)"
 
