@@ -106,7 +106,7 @@ def rate_with_interval(score: dict) -> str:
 
 
 def print_summary(values: dict, settings: RunSettings) -> None:
-    from nodes.selector import within_noise
+    from nodes.selector import savings_line, within_noise
 
     run = json.loads((Path(settings.save_path) / "run.json").read_text(encoding="utf-8"))
     e0, final = run["e0_score"], run["final_score"]
@@ -123,6 +123,12 @@ def print_summary(values: dict, settings: RunSettings) -> None:
             noise = f"; the difference is within noise for a dev set of {e0['dev_size']}"
         print(f"dev failure rate (95% interval): e0 {rate_with_interval(e0)} -> {run['method_id']} "
               f"{rate_with_interval(final)} ({run['stop_reason']}{noise})")
+        if final.get("held_out"):
+            print(f"{run['method_id']} was adopted on {final['selection_estimate']['dev_size']} dev items "
+                  f"({final['selection_estimate']['failure_rate']:.3f} there); on the other "
+                  f"{final['held_out']['dev_size']}: {rate_with_interval(final['held_out'])}")
+    if run.get("selection", {}).get("candidate_items_full"):
+        print(savings_line(run["selection"]))
     if note := (run.get("optimization") or {}).get("note"):
         print(note)
     print(f"method: {run['method_id']}; output in {settings.save_path}/ (records.jsonl, failures.jsonl, method.txt, "
@@ -221,11 +227,13 @@ def nothing_written(values: dict, settings: RunSettings) -> str | None:
 
 def dry_run(settings: RunSettings, seeds) -> None:
     """Print the plan of calls and tokens for the checked seed set; no server is started and no LLM is called."""
-    from run_report.plan import format_plan, plan_run
+    from run_report.plan import format_plan, plan_run, validation_note
     from record_store.loading import generation_rows
 
     rows = generation_rows(seeds.rows, settings)
     print(format_plan(plan_run(settings, [row["instruction"] for row in rows])))
+    if note := validation_note(settings):
+        print(note)
     print(f"({len(rows)} instructions in the generation set; see run_report/plan.py for how tokens are estimated)")
 
 

@@ -51,6 +51,9 @@ class Trajectory(TypedDict):
     """stage 0 (the original) to the last stage that could be produced."""
     failure: str | None
     """Why the chain stopped early, if it did."""
+    failed_stage: NotRequired[int | None]
+    """The stage the failure belongs to: the last of `stages` when its text was produced and a rule
+    rejected it, one past them when nothing could be produced (absent in checkpoints before issue 21)."""
 
 
 class Feedback(TypedDict):
@@ -94,6 +97,17 @@ class MethodScore(TypedDict):
     """Evolutions accepted without the final marker (lenient parse mode)."""
     examples: list[dict[str, Any]]
     """Per dev case: the evolved text or the failure reason."""
+    calls: NotRequired[int]
+    """LLM calls its dev items cost (issue 21)."""
+    race: NotRequired[dict[str, Any] | None]
+    """A candidate's validation record: selection, verdict (why it stopped), items scored of the pool,
+    wins and losses against the incumbent on the same items, evidence that it is better."""
+    selected_on: NotRequired[list[int]]
+    """A method a race adopted: the case ids it was adopted on, in race order (raced last from then on)."""
+    selection_estimate: NotRequired[dict[str, Any]]
+    """Its failure rate on those items, which selected it (biased low: the winner's curse)."""
+    held_out: NotRequired[dict[str, Any]]
+    """Its failure rate on the other dev items, scored after adoption: the unbiased estimate."""
 
 
 class StepRecord(TypedDict):
@@ -109,6 +123,12 @@ class StepRecord(TypedDict):
     kept_method_id: str
     decision: str
     """Why the kept method was kept."""
+    selection: NotRequired[str]
+    """full, exact or race (issue 21)."""
+    validation: NotRequired[dict[str, int]]
+    """Candidate dev items scored, and how many a full evaluation would have scored (issue 21)."""
+    kept_held_out: NotRequired[dict[str, Any]]
+    """A raced-in method's failure rate on the dev items that did not select it."""
 
 
 class LevelItem(TypedDict, total=False):
@@ -180,6 +200,10 @@ class WorkflowState:
     """This step's proposed methods."""
     scores: Annotated[list[MethodScore], collect] = field(default_factory=list)
     """This step's dev scores."""
+    race_order: list[int] = field(default_factory=list)
+    """This step's dev order (case ids): every candidate is scored in it (issue 21)."""
+    bar: list[bool] = field(default_factory=list)
+    """The incumbent's outcome on each item of that order (True: failed): what a candidate must beat."""
     history: list[StepRecord] = field(default_factory=list)
     """Every finished step, in order."""
     stale_steps: int = 0
@@ -196,15 +220,6 @@ class WorkflowState:
     """Per phase, [first start, last end] as Unix times."""
 
 
-class ValidationTask(TypedDict):
-    """What the incumbent's validator branch scores (a candidate's is scored inside its branch)."""
-
-    method_id: str
-    method: str
-    dev: list[Case]
-    """The fixed dev set, the same for every method."""
-
-
 class CandidateTask(TypedDict):
     """What one candidate branch starts from (one `Send` per sample index)."""
 
@@ -218,6 +233,10 @@ class CandidateTask(TypedDict):
     """The fixed dev set the candidate is scored on."""
     dev_failures: NotRequired[dict[str, int]]
     """The incumbent's dev failures by class, once it has a score; the analyzer is shown them."""
+    race_order: NotRequired[list[int]]
+    """The case ids in the order this step scores them (issue 21)."""
+    bar: NotRequired[list[bool]]
+    """The incumbent's outcome (True: failed) on each of them, in that order."""
 
 
 class CandidateResult(TypedDict):
@@ -241,6 +260,10 @@ class CandidateState:
     dev: list[Case] = field(default_factory=list)
     dev_failures: dict[str, int] = field(default_factory=dict)
     """The incumbent's dev failures by class (empty before it has a score)."""
+    race_order: list[int] = field(default_factory=list)
+    """The case ids in this step's order."""
+    bar: list[bool] = field(default_factory=list)
+    """The incumbent's outcomes on them (True: failed)."""
     feedback: Annotated[list[Feedback], collect] = field(default_factory=list)
     """This branch's analysis (one entry)."""
     candidates: Annotated[list[Candidate], collect] = field(default_factory=list)

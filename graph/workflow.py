@@ -1,14 +1,16 @@
 """The Auto Evol-Instruct workflow as one graph.
 
-    load_data -> evolver -> candidate x m (Send; subgraph: analyzer -> optimizer -> gate -> validator)
-                         -> validator (Send, the incumbent, only while it has no score)
-              -> selector (waits for every branch)
-    selector --go on--> evolver
-             --stop----> generation (once per level) --more levels--> generation
-                                                      --done--------> finalize
+    load_data -> evolver + validator (the incumbent, e0, on every dev item) -> set_bar
+    set_bar -> candidate x m (Send; subgraph: analyzer -> optimizer -> gate -> validator)
+            -> selector (waits for every branch)
+    selector --go on--> evolver (+ validator when a race adopted a method on part of the dev set)
+             --stop----> (validator ->) generation (once per level) --more levels--> generation
+                                                                   --done--------> finalize
 
-All candidate branches and the incumbent's validation run in one superstep, each at its own
-pace: the only waits are a trajectory's sequential rounds (inside the evolver) and the
+The incumbent is scored beside the trajectories, before any candidate is validated: each
+candidate is compared with its outcomes item by item (method_selection.race), so a candidate
+that cannot win stops costing calls. All candidate branches run in one superstep, each at its
+own pace: the only waits are a trajectory's sequential rounds (inside the evolver) and the
 selector's, which needs every score.
 """
 
@@ -27,42 +29,48 @@ from graph.generation import build_generation_graph
 from nodes.evolver import evolver
 from nodes.finalizer import finalize
 from nodes.loader import load_data
-from nodes.selector import selector
-from nodes.validator import validator
+from nodes.selector import selector, set_bar
+from nodes.validator import missing_cases, validator
 from settings import RunSettings
 from resources import resources_from
-from state import CandidateTask, RunInput, ValidationTask, WorkflowState
+from state import CandidateTask, RunInput, WorkflowState
 
 
 def settings_of(config: RunnableConfig) -> RunSettings:
     return resources_from(config).settings
 
 
-def after_load(state: WorkflowState, config: RunnableConfig) -> Literal["evolver", "generation"]:
-    """Optimize unless a method file was given or max_steps is 0."""
-    settings = settings_of(config)
-    return "evolver" if optimizes(settings) else "generation"
+def incumbent_incomplete(state: WorkflowState) -> bool:
+    """The incumbent has no result yet on some dev item: e0 at the start, a raced-in method after adoption."""
+    return bool(missing_cases(state.method_score, state.dev))
+
+
+def after_load(state: WorkflowState, config: RunnableConfig) -> list[str]:
+    """Optimize unless a method file was given or max_steps is 0: trajectories and e0's score side by side."""
+    return ["evolver", "validator"] if optimizes(settings_of(config)) else ["generation"]
 
 
 def fan_out_candidates(state: WorkflowState, config: RunnableConfig) -> list[Send]:
-    """m candidate branches from the same trajectories, and the incumbent's validation beside them.
-
-    The selector stores the kept method's score, so the incumbent is scored once per method:
-    in practice in the first step, where e0 has none yet.
-    """
+    """m candidate branches from the same trajectories, each with the incumbent's outcomes to beat."""
     step, m = state.step + 1, settings_of(config).candidate_size
     failures = dict(state.method_score["failures_by_reason"]) if state.method_score else {}
-    sends = [Send("candidate", CandidateTask(sample_index=i, step=step, method=state.method,
-                                             trajectories=state.trajectories, dev=state.dev, dev_failures=failures))
-             for i in range(m)]
-    if state.method_score is None:
-        sends.append(Send("validator", ValidationTask(method_id=state.method_id, method=state.method, dev=state.dev)))
-    return sends
+    return [Send("candidate", CandidateTask(sample_index=i, step=step, method=state.method,
+                                            trajectories=state.trajectories, dev=state.dev, dev_failures=failures,
+                                            race_order=state.race_order, bar=state.bar))
+            for i in range(m)]
 
 
-def after_selection(state: WorkflowState) -> Literal["evolver", "generation"]:
-    """Another step until the selector names a stop reason."""
-    return "generation" if state.stop_reason else "evolver"
+def after_selection(state: WorkflowState) -> list[str]:
+    """Another step until the selector names a stop reason; a raced-in method first gets its held-out score."""
+    bar = ["validator"] if incumbent_incomplete(state) else []
+    if state.stop_reason:
+        return bar or ["generation"]
+    return ["evolver", *bar]
+
+
+def after_incumbent(state: WorkflowState) -> Literal["set_bar", "generation"]:
+    """Beside the evolver the incumbent's score sets the bar of the next step; after the last step, generation."""
+    return "generation" if state.stop_reason else "set_bar"
 
 
 def after_level(state: WorkflowState, config: RunnableConfig) -> Literal["generation", "finalize"]:
@@ -76,16 +84,19 @@ def build_graph(checkpointer=None):
     builder.add_node("evolver", evolver, retry_policy=NODE_RETRY)
     builder.add_node("candidate", build_candidate_graph())
     builder.add_node("validator", validator, retry_policy=NODE_RETRY)
+    builder.add_node("set_bar", set_bar)
     builder.add_node("selector", selector)
     builder.add_node("generation", build_generation_graph())
     builder.add_node("finalize", finalize)
 
     builder.add_edge(START, "load_data")
-    builder.add_conditional_edges("load_data", after_load)
-    builder.add_conditional_edges("evolver", fan_out_candidates, ["candidate", "validator"])
+    builder.add_conditional_edges("load_data", after_load, ["evolver", "validator", "generation"])
+    # Two edges, not one from both: set_bar runs once after whichever of them ran in the superstep.
+    builder.add_edge("evolver", "set_bar")
+    builder.add_conditional_edges("validator", after_incumbent, ["set_bar", "generation"])
+    builder.add_conditional_edges("set_bar", fan_out_candidates, ["candidate"])
     builder.add_edge("candidate", "selector")
-    builder.add_edge("validator", "selector")
-    builder.add_conditional_edges("selector", after_selection)
+    builder.add_conditional_edges("selector", after_selection, ["evolver", "validator", "generation"])
     builder.add_conditional_edges("generation", after_level)
     builder.add_edge("finalize", END)
     return builder.compile(checkpointer=checkpointer, name="autoevol")

@@ -7,13 +7,23 @@ from llm_access.client import ChatLLM
 from llm_tasks.templates import fill
 
 
+def failure_note(trajectory: dict) -> str:
+    """Which stage failed and why: a rule-rejected stage is shown, and named as the one that failed."""
+    if not trajectory.get("failure"):
+        return ""
+    stage = trajectory.get("failed_stage")
+    stage = len(trajectory["stages"]) if stage is None else stage
+    if stage < len(trajectory["stages"]):
+        return f"\n(Stage {stage} was produced but rejected: {trajectory['failure']})"
+    return f"\n(Stage {stage} could not be produced: {trajectory['failure']})"
+
+
 def format_trajectories(trajectories: list[dict]) -> str:
     """Every case under its id, each stage numbered, for the analyzer."""
     blocks = []
     for trajectory in trajectories:
         stages = "\n".join(f"Stage {i}: {text}" for i, text in enumerate(trajectory["stages"]))
-        note = f"\n(Stage {len(trajectory['stages'])} could not be produced: {trajectory['failure']})" if trajectory.get("failure") else ""
-        blocks.append(f"### Case {trajectory['case_id']}\n{stages}{note}")
+        blocks.append(f"### Case {trajectory['case_id']}\n{stages}{failure_note(trajectory)}")
     return "\n\n".join(blocks)
 
 def format_dev_failures(failures: dict[str, int]) -> str:

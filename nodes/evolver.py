@@ -19,17 +19,19 @@ def sample_batch(train: list[Case], size: int, seed: int, step: int) -> list[Cas
 
 
 async def _trajectory(case: Case, method: str, loop: int, resources) -> Trajectory:
-    stages, failure = [case["instruction"]], None
+    stages, failure, failed_stage = [case["instruction"]], None, None
     for _ in range(loop):
         outcome = await evolve(resources.llms.evol, method, stages[-1], resources.rules)
         if outcome.failure is not None:
+            failed_stage = len(stages)
             # The failed text is kept for the analyzer: it is what the method did wrong.
             if outcome.candidate_text:
                 stages.append(outcome.candidate_text)
             failure = f"{outcome.failure.reason}: {outcome.failure.detail}".rstrip(": ")
             break
         stages.append(outcome.text)
-    return Trajectory(case_id=case["case_id"], row_id=case["row_id"], stages=stages, failure=failure)
+    return Trajectory(case_id=case["case_id"], row_id=case["row_id"], stages=stages, failure=failure,
+                      failed_stage=failed_stage)
 
 
 @timed("optimization")

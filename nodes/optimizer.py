@@ -17,6 +17,15 @@ def candidate_id(step: int, sample_index: int) -> str:
     return f"s{step}c{sample_index}"
 
 
+def draw_index(step: int, sample_index: int, candidate_size: int) -> int:
+    """The sample index sent to the LLM (answer cache key and seed): distinct for every step and sample.
+
+    Step 1 draws 0..m-1, step 2 m..2m-1, and so on, so a step whose prompts repeat an earlier
+    step's (same incumbent, same feedback) still draws new candidates instead of cached copies.
+    """
+    return (step - 1) * candidate_size + sample_index
+
+
 def gated_candidate(method_id: str, sample_index: int, parsed: ParsedText, raw: str, incumbent: str,
                     rules: FailureRules) -> Candidate:
     """A parsed candidate, or a rejected one (text None, with the reason) when the method gate refuses it."""
@@ -36,7 +45,7 @@ async def optimizer(state: CandidateState, config: RunnableConfig) -> dict:
     method_id = candidate_id(state.step, state.sample_index)
     try:
         parsed, raw = await optimize(resources.llms.optim, state.method, state.feedback[-1]["text"],
-                                     state.sample_index)
+                                     draw_index(state.step, state.sample_index, resources.settings.candidate_size))
     except LLMCallFailed as exc:
         parse = "unparseable" if exc.reason == "unparseable" else "llm_error"
         return {"candidates": [Candidate(method_id=method_id, sample_index=state.sample_index, text=None,

@@ -5,6 +5,9 @@ from __future__ import annotations
 from langchain_core.runnables import RunnableConfig
 
 from resources import emit, resources_from, timed
+from method_selection.evidence import evidence_better
+from method_selection.race import RaceResult, RaceRule, choose, failures_first, race_order
+from nodes.validator import failed, race_rule
 from state import MethodScore, StepRecord, WorkflowState
 
 
@@ -16,13 +19,10 @@ def failed_items(score: MethodScore) -> int:
 def is_strictly_better(candidate: MethodScore, incumbent: MethodScore, min_improvement: int = 1) -> bool:
     """The candidate fails on at least `min_improvement` fewer dev items than the incumbent.
 
-    With the default 1 (the paper's rule: a lower failure rate wins) an equal count is broken
-    by the larger complexity gain; a larger K asks for a real margin, so a tie never wins.
+    An equal count never replaces the incumbent, whatever the complexity gain: a longer
+    rewrite that fails as often is no evidence of a better method.
     """
-    margin = failed_items(incumbent) - failed_items(candidate)
-    if margin != 0:
-        return margin >= min_improvement
-    return min_improvement <= 1 and candidate["complexity_gain"] > incumbent["complexity_gain"]
+    return failed_items(incumbent) - failed_items(candidate) >= min_improvement
 
 
 def within_noise(candidate: MethodScore, incumbent: MethodScore) -> bool:
@@ -57,6 +57,24 @@ def _decision(best: MethodScore | None, incumbent: MethodScore, min_improvement:
                    f"gain {incumbent['complexity_gain']:.2f})")
 
 
+def step_order(state: WorkflowState, selection: str, failed_by_id: dict[int, bool]) -> list[int]:
+    """The dev order of this step: seeded for full; the incumbent's failures first for exact; for a
+    race, the items that selected the incumbent last (method_selection.race)."""
+    case_ids = [case["case_id"] for case in state.dev]
+    if selection == "exact":
+        return failures_first(case_ids, failed_by_id)
+    if selection == "race":
+        return race_order(case_ids, (state.method_score or {}).get("selected_on"))
+    return case_ids
+
+
+async def set_bar(state: WorkflowState, config: RunnableConfig) -> dict:
+    """Reads the dev set and the incumbent's score; writes this step's dev order and the incumbent's outcomes in it."""
+    outcome = {e["case_id"]: failed(e) for e in state.method_score["examples"]}
+    order = step_order(state, resources_from(config).settings.selection, outcome)
+    return {"race_order": order, "bar": [outcome[case_id] for case_id in order]}
+
+
 def stop_reason(step: int, stale_steps: int, max_steps: int, patience: int) -> str:
     """Why optimization stops after this step, or '' to go on."""
     if step >= max_steps:
@@ -66,33 +84,105 @@ def stop_reason(step: int, stale_steps: int, max_steps: int, patience: int) -> s
     return ""
 
 
+def race_record(score: MethodScore) -> RaceResult:
+    """A candidate's validation as method_selection sees it (a score without a race record was fully scored)."""
+    race = score.get("race") or {}
+    return RaceResult(score["method_id"], failed_items(score), score["dev_size"], race.get("wins", 0),
+                      race.get("losses", 0), race.get("verdict", "complete"))
+
+
+def race_line(result: RaceResult) -> str:
+    """s1c0 worse after 34 items (3 wins, 12 losses)."""
+    if result.items == 0 and result.verdict == "cannot_win":
+        return (f"{result.method_id} not scored: even winning every dev item the incumbent failed would not "
+                "show it better (a larger --dev-size, or --selection full)")
+    verdict = result.verdict.replace("_", " ")
+    return f"{result.method_id} {verdict} after {result.items} items ({result.wins} wins, {result.losses} losses)"
+
+
+def race_decision(rule: RaceRule, incumbent: MethodScore, results: list[RaceResult],
+                  pool: int) -> tuple[RaceResult | None, str]:
+    """The race's choice and why (issue 21): adopt only a candidate the paired test showed better."""
+    chosen = choose(rule, failed_items(incumbent), results)
+    if chosen is None:
+        lines = "; ".join(map(race_line, results)) or "no candidate could be validated"
+        return None, (f"no candidate shown better than {incumbent['method_id']} at confidence {rule.confidence}: "
+                      f"{lines}; kept {incumbent['method_id']}")
+    evidence = evidence_better(chosen.wins, chosen.losses)
+    left = pool - chosen.items
+    after = f"re-estimated on the other {left} dev items" if left else "no dev item is left to re-estimate it on"
+    return chosen, (f"{chosen.method_id} is better than {incumbent['method_id']}: {chosen.wins} wins, {chosen.losses} "
+                    f"losses over {chosen.items} paired dev items (evidence {evidence:.1f} >= "
+                    f"{rule.adoption_threshold():.0f} for confidence {rule.confidence} over {rule.candidates} "
+                    f"candidates); failure rate "
+                    f"{chosen.failures / max(1, chosen.items):.3f} on them; {after}")
+
+
+def exact_decision(rule: RaceRule, incumbent: MethodScore, scores: list[MethodScore]) -> tuple[MethodScore | None, str]:
+    """The paper's rule over the fully scored candidates; a pruned one could not have won (exact pruning)."""
+    complete = [s for s in scores if race_record(s).verdict == "complete"]
+    best = best_candidate(complete)
+    if best is None and scores:
+        return None, (f"every candidate stopped once its failures reached {incumbent['method_id']}'s "
+                      f"{failed_items(incumbent)} (exact pruning); kept {incumbent['method_id']}")
+    adopt, decision = _decision(best, incumbent, rule.min_improvement)
+    return (best if adopt else None), decision
+
+
+def validation_savings(scores: list[MethodScore], pool: int) -> dict[str, int]:
+    """Candidate dev items scored this step, against the items a full evaluation would have scored."""
+    return {"items_scored": sum(s["dev_size"] for s in scores), "items_full": pool * len(scores),
+            "calls": sum(s.get("calls", 0) for s in scores)}
+
+
+def selection_summary(history: list[StepRecord], selection: str) -> dict:
+    """run.json's account of validation (issue 21): candidate dev items and calls against full evaluation."""
+    figures = [step.get("validation") or {} for step in history]
+    scored, full = sum(f.get("items_scored", 0) for f in figures), sum(f.get("items_full", 0) for f in figures)
+    return {"selection": selection, "candidate_items_scored": scored, "candidate_items_full": full,
+            "candidate_calls": sum(f.get("calls", 0) for f in figures),
+            "saved_share": round(1 - scored / full, 4) if full else 0.0}
+
+
+def savings_line(summary: dict) -> str:
+    """validation (--selection race): 312 of 1000 candidate dev items scored, 69% fewer than full evaluation."""
+    return (f"validation (--selection {summary['selection']}): {summary['candidate_items_scored']} of "
+            f"{summary['candidate_items_full']} candidate dev items scored, {summary['saved_share']:.0%} fewer than "
+            f"full evaluation ({summary['candidate_calls']} calls)")
+
+
 @timed("optimization")
 async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
-    """Reads this step's candidates and scores; writes the kept method, the step's history and clears the step."""
+    """Reads this step's candidates and scores and the incumbent's; writes the kept method, the step's
+    history and clears the step."""
     settings = resources_from(config).settings
-    scores = {s["method_id"]: s for s in state.scores}
-    incumbent = state.method_score or scores[state.method_id]
-    candidate_scores = [s for method_id, s in scores.items() if method_id != state.method_id]
-    best = best_candidate(candidate_scores)
-    adopt, decision = _decision(best, incumbent, settings.min_improvement)
-    kept = scores[best["method_id"]] if adopt else incumbent
+    rule = race_rule(settings)
+    incumbent = state.method_score
+    candidate_scores = [s for s in state.scores if s["method_id"] != state.method_id]
+    by_id = {s["method_id"]: s for s in candidate_scores}
+    if rule.selection == "race":
+        chosen, decision = race_decision(rule, incumbent, [race_record(s) for s in candidate_scores], len(state.dev))
+        kept = {**by_id[chosen.method_id], "selected_on": state.race_order[:chosen.items]} if chosen else incumbent
+    else:
+        best, decision = exact_decision(rule, incumbent, candidate_scores)
+        kept = best or incumbent
+    adopt = kept is not incumbent
     methods = {c["method_id"]: c["text"] for c in state.candidates}
     step = state.step + 1
     stale = 0 if adopt else state.stale_steps + 1
     record = StepRecord(
         step=step, batch_row_ids=[c["row_id"] for c in state.batch], trajectories=state.trajectories,
         feedback=state.feedback,
-        candidates=[{**c, "score": scores.get(c["method_id"])} for c in state.candidates],
+        candidates=[{**c, "score": by_id.get(c["method_id"])} for c in state.candidates],
         incumbent={"method_id": incumbent["method_id"], "score": incumbent},
-        kept_method_id=kept["method_id"], decision=decision,
+        kept_method_id=kept["method_id"], decision=decision, selection=rule.selection,
+        validation=validation_savings(candidate_scores, len(state.dev)),
     )
     update = {
         "step": step, "stale_steps": stale, "history": state.history + [record],
         "method_score": kept, "feedback": None, "candidates": None, "scores": None,
         "stop_reason": stop_reason(step, stale, settings.max_steps, settings.patience),
     }
-    if state.e0_score is None and state.method_id == "e0":
-        update["e0_score"] = incumbent
     if adopt:
         update.update(method=methods[kept["method_id"]], method_id=kept["method_id"])
     emit({"event": "step", "step": step, "kept": kept["method_id"], "failure_rate": kept["failure_rate"]})

@@ -1,17 +1,23 @@
-"""Validator: scores one method on the fixed dev set by its failure rate."""
+"""Validator: scores methods on the fixed dev set by their failure rate.
+
+The incumbent is scored on every dev item; a candidate on the items of this step's order
+until its stop rule (method_selection.race: full, exact or race) says it may stop.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Callable
 
 from langchain_core.runnables import RunnableConfig
 
 from resources import RunResources, emit, resources_from, timed
-from state import CandidateState, Case, MethodScore, ValidationTask
+from method_selection.evidence import evidence_better
+from method_selection.race import RaceRule, paired_record, stop_verdict
+from state import CandidateState, Case, MethodScore, WorkflowState
 from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
-from nodes.sibling_calls import gather_or_cancel
 from llm_tasks.judge import judge_evolution, judge_response
 
 
@@ -47,6 +53,20 @@ def wilson_interval(failures: int, total: int, z: float = 1.96) -> list[float]:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
+EXAMPLE_KEYS = ("case_id", "reason", "text", "stage", "gain", "lenient")
+"""What a score keeps of each dev case: enough to merge a race's items with the held-out ones."""
+
+
+def failed(example: dict) -> bool:
+    """Whether a per-case result (or a score's example of it) is a failure."""
+    return example.get("reason") is not None
+
+
+def result_of(example: dict) -> dict:
+    """A score's example back as a per-case result (None stands for a key the result did not have)."""
+    return {k: v for k, v in example.items() if v is not None}
+
+
 def summarize(method_id: str, results: list[dict]) -> MethodScore:
     """A dev score from per-case results; complexity gain over the cases that evolved."""
     failures = Counter(r["reason"] for r in results if "reason" in r)
@@ -59,35 +79,125 @@ def summarize(method_id: str, results: list[dict]) -> MethodScore:
         dev_size=len(results),
         failure_rate_interval=wilson_interval(sum(failures.values()), len(results)),
         lenient_parses=sum(1 for r in results if r.get("lenient")),
-        examples=[{k: r.get(k) for k in ("case_id", "reason", "text")} for r in results],
+        examples=[{k: r.get(k) for k in EXAMPLE_KEYS} for r in results],
     )
 
 
-async def score_method(method_id: str, method: str, dev: list[Case], resources: RunResources) -> MethodScore:
-    """A method's dev score; the dev cases run concurrently, each reported as it finishes."""
-    done = 0
+def outcomes_of(results: list[dict]) -> list[bool]:
+    """Per scored item, in order: did the method fail it?"""
+    return [failed(r) for r in results]
 
-    async def scored(case: Case) -> dict:
-        nonlocal done
-        result = await _dev_case(case, method, resources)
-        done += 1
-        emit({"event": "validation", "method_id": method_id, "done": done, "total": len(dev)})
-        return result
 
-    results = await gather_or_cancel(scored(case) for case in dev)
-    return summarize(method_id, list(results))
+def calls_of(results: list[dict]) -> int:
+    """LLM calls the scored items cost: an evolution each, and an answer where the evolution passed."""
+    return sum(1 if r.get("stage") == "evolve" else 2 for r in results)
+
+
+StopRule = Callable[[list[bool]], "str | None"]
+
+
+async def score_in_order(method_id: str, method: str, cases: list[Case], resources: RunResources,
+                         stop: StopRule = lambda outcomes: None, window: int | None = None) -> tuple[list[dict], str]:
+    """Per-case results of a method on `cases` in their order, up to the first prefix `stop` ends.
+
+    Up to `window` cases (default: the evol LLM's concurrency) run at once, started in order.
+    `stop` sees the outcomes of the longest finished prefix, one item at a time, so where a method stops
+    depends only on the outcomes in order, never on which answer came back first: the same
+    decision on every run and on resume. Cases still in flight when it stops are cancelled.
+    Returns the results of the prefix and the verdict ("complete" when nothing stopped it).
+    """
+    window = max(1, window or resources.llms.evol.config.total_concurrency())
+    finished: dict[int, dict] = {}
+    prefix: list[dict] = []
+    verdict = stop([]) if cases else "complete"
+    running: dict[asyncio.Task, int] = {}
+    launched = 0
+    try:
+        while verdict is None:
+            while launched < len(cases) and len(running) < window:
+                running[asyncio.ensure_future(_dev_case(cases[launched], method, resources))] = launched
+                launched += 1
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                finished[running.pop(task)] = task.result()
+            while verdict is None and len(prefix) in finished:
+                prefix.append(finished.pop(len(prefix)))
+                verdict = stop(outcomes_of(prefix)) or ("complete" if len(prefix) == len(cases) else None)
+                emit({"event": "validation", "method_id": method_id, "done": len(prefix), "total": len(cases),
+                      **({"verdict": verdict} if verdict else {})})
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+    return prefix, verdict
+
+
+def merged_score(method_id: str, earlier: MethodScore | None, results: list[dict], dev: list[Case]) -> MethodScore:
+    """The score over the whole dev set from the items scored before (a race) and the rest, in dev order.
+
+    `held_out` is the score on the items scored now: those that did not select the method.
+    """
+    before = {e["case_id"]: e for e in (earlier or {}).get("examples") or []}
+    now = {case["case_id"]: r for case, r in zip((c for c in dev if c["case_id"] not in before), results)}
+    combined = [result_of(before[c["case_id"]]) if c["case_id"] in before else now[c["case_id"]] for c in dev]
+    score = summarize(method_id, combined)
+    score["calls"] = (earlier or {}).get("calls", 0) + calls_of(results)
+    if earlier and earlier.get("selected_on"):
+        score["selected_on"] = earlier["selected_on"]
+        score["race"] = earlier.get("race")
+        score["selection_estimate"] = {k: earlier[k] for k in ("failure_rate", "dev_size", "failure_rate_interval")}
+    if results and before:
+        held = summarize(method_id, results)
+        score["held_out"] = {k: held[k] for k in ("failure_rate", "dev_size", "failure_rate_interval")}
+    return score
+
+
+def missing_cases(score: MethodScore | None, dev: list[Case]) -> list[Case]:
+    """The dev cases a method has no result on yet: all for a new one, the held-out ones after a race."""
+    scored = {e["case_id"] for e in (score or {}).get("examples") or []}
+    return [case for case in dev if case["case_id"] not in scored]
 
 
 @timed("optimization")
-async def validator(task: ValidationTask, config: RunnableConfig) -> dict:
-    """Reads one method (the incumbent) from a Send and the dev set; writes its dev score."""
-    score = await score_method(task["method_id"], task["method"], task["dev"], resources_from(config))
-    return {"scores": [score]}
+async def validator(state: WorkflowState, config: RunnableConfig) -> dict:
+    """Reads the incumbent, its score so far and the dev set; writes its score on the whole dev set.
+
+    Runs for e0 before the first candidates are validated (beside the first trajectories), and for
+    a method a race adopted on part of the dev set: the rest is its held-out re-estimate, which
+    the last step's record shows beside the race's estimate.
+    """
+    earlier = state.method_score
+    cases = missing_cases(earlier, state.dev)
+    results, _ = await score_in_order(state.method_id, state.method, cases, resources_from(config))
+    score = merged_score(state.method_id, earlier, results, state.dev)
+    update: dict = {"scores": [score], "method_score": score}
+    if state.e0_score is None and state.method_id == "e0":
+        update["e0_score"] = score
+    if state.history and state.history[-1]["kept_method_id"] == state.method_id and "held_out" in score:
+        update["history"] = state.history[:-1] + [{**state.history[-1], "kept_held_out": score["held_out"]}]
+    return update
+
+
+def race_rule(settings) -> RaceRule:
+    return RaceRule(settings.selection, settings.selection_confidence, settings.min_improvement,
+                    settings.candidate_size)
 
 
 @timed("optimization")
 async def candidate_validator(state: CandidateState, config: RunnableConfig) -> dict:
-    """Reads the branch's usable candidate and the dev set; writes its dev score."""
-    candidate = state.candidates[-1]
-    score = await score_method(candidate["method_id"], candidate["text"], state.dev, resources_from(config))
+    """Reads the branch's usable candidate, the dev cases in this step's order and the incumbent's
+    outcomes on them; writes its score on the items it was scored on, with its race record."""
+    resources = resources_from(config)
+    candidate, rule = state.candidates[-1], race_rule(resources.settings)
+    by_id = {case["case_id"]: case for case in state.dev}
+    cases = [by_id[i] for i in state.race_order]
+    # The m branches share the LLM's slots: each keeps its share in flight, so few answers arrive past its stop.
+    window = math.ceil(resources.llms.evol.config.total_concurrency() / resources.settings.candidate_size)
+    results, verdict = await score_in_order(candidate["method_id"], candidate["text"], cases, resources,
+                                            lambda outcomes: stop_verdict(rule, state.bar, outcomes), window)
+    wins, losses = paired_record(state.bar, outcomes_of(results))
+    score = summarize(candidate["method_id"], results)
+    score["calls"] = calls_of(results)
+    score["race"] = {"selection": rule.selection, "verdict": verdict, "items": len(results), "pool": len(cases),
+                     "wins": wins, "losses": losses, "evidence_better": round(evidence_better(wins, losses), 4)}
     return {"scores": [score]}

@@ -17,10 +17,14 @@ all input as uncached and the cached estimate is printed below it.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from llm_access.config import LLMConfig
 
+from failure_checks.preflight import optimizes
+from method_selection.race import simulate
+from nodes.validator import race_rule
 from settings import RunSettings
 from failure_checks.rules import hangul_ratio
 from llm_tasks.templates import fill, initial_method
@@ -106,6 +110,35 @@ def _judge_plans(settings: RunSettings, validations: int, generated: float, judg
         plans.append(PhasePlan("generation: failure judge", round(2 * generated), round(2 * generated * judge_in),
                                round(2 * generated * 8), settings.evol_llm))
     return plans
+
+
+def expected_candidate_items(settings: RunSettings, rate: float = 0.2, trials: int = 20) -> float:
+    """Dev items a candidate is expected to be scored on before its stop rule ends it (issue 21).
+
+    Modelled on a candidate as good as the kept method, both failing `rate` of the items
+    independently (the selection bench's e0): the common case, and the costly one for a race,
+    since neither "better" nor "worse" comes quickly. Seeded, so a plan is the same every time.
+    """
+    if settings.selection == "full":
+        return float(settings.dev_size)
+    rule, rng, items = race_rule(settings), random.Random(0), 0
+    for _ in range(trials):
+        bar = [rng.random() < rate for _ in range(settings.dev_size)]
+        items += len(simulate(rule, bar, lambda _item: rng.random() < rate))
+    return items / trials
+
+
+def validation_note(settings: RunSettings) -> str:
+    """The dry run's line on validation calls under --selection: the upper bound and an expected figure."""
+    if not optimizes(settings):
+        return ""
+    steps, m, pool = settings.max_steps, settings.candidate_size, settings.dev_size
+    per_candidate = expected_candidate_items(settings)
+    upper = 2 * (steps * m + 1) * pool
+    expected = round(2 * (steps * m * per_candidate + pool))
+    return (f"validation under --selection {settings.selection}: at most {upper} calls (every candidate on all "
+            f"{pool} dev items); expected about {expected}, if candidates are as good as the kept method "
+            f"(about {per_candidate:.0f} of {pool} items each, the kept method on all of them)")
 
 
 def format_plan(plans: list[PhasePlan]) -> str:

@@ -12,6 +12,15 @@ import time
 from tqdm import tqdm
 
 
+def race_note(score: dict) -> str:
+    """Where a candidate's validation stopped and its paired record against the kept method (issue 21)."""
+    race = score.get("race")
+    if not race:
+        return ""
+    return (f"; {race['verdict'].replace('_', ' ')} after {race['items']} of {race['pool']} items "
+            f"({race['wins']} wins, {race['losses']} losses against the kept method, {score.get('calls', 0)} calls)")
+
+
 class ProgressDisplay:
     """Bars for optimization steps, each method's dev validation and each generation level."""
 
@@ -39,6 +48,8 @@ class ProgressDisplay:
         if kind == "validation":
             bar = self._bar(f"validation:{event['method_id']}", f"dev {event['method_id']}", event["total"])
             bar.n = event["done"]
+            if event.get("verdict") not in (None, "complete"):
+                bar.set_postfix_str(f"stopped: {event['verdict'].replace('_', ' ')}")
             bar.refresh()
         elif kind == "level":
             bar = self._bar(f"level:{event['level']}", f"level {event['level']}", event["total"])
@@ -64,7 +75,8 @@ class ProgressDisplay:
             self.say(f"  {candidate['method_id']}: not validated, {candidate['status']} ({why})")
         elif node == "validator":
             score = values["scores"][0]
-            self.say(f"  {score['method_id']}: dev failure rate {score['failure_rate']:.3f} {score['failures_by_reason']}")
+            self.say(f"  {score['method_id']}: dev failure rate {score['failure_rate']:.3f} {score['failures_by_reason']}"
+                     + race_note(score))
         elif node == "selector":
             record = values["history"][-1]
             self.say(f"step {record['step']}: kept {record['kept_method_id']}: {record['decision']}")

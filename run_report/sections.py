@@ -150,6 +150,10 @@ class Step:
     """(method id, kept?, [parse, failure rate, complexity gain, lenient parses, failures by reason])."""
     decision: Any
     feedback: list[str]
+    race_rows: list[list] = field(default_factory=list)
+    """issue 21: [candidate, verdict, items scored of the pool, wins, losses, evidence it is better, calls]."""
+    held_out: str = ""
+    """issue 21: the kept method's re-estimate on the dev items that did not select it, when a race adopted it."""
 
 
 @dataclass
@@ -160,6 +164,8 @@ class Optimization:
     unscored: list[list] = field(default_factory=list)
     """[step, method id, parse, raw answer] of candidates that were never scored."""
     steps: list[Step] = field(default_factory=list)
+    savings: str = ""
+    """issue 21: candidate dev items scored against a full evaluation."""
 
 
 def candidate_rate(candidate: dict) -> float | None:
@@ -216,6 +222,38 @@ def candidate_row(candidate: dict, kept_id: Any) -> tuple[Any, bool, list]:
                                        ("failure_rate", "complexity_gain", "lenient_parses", "failures_by_reason"))])
 
 
+def race_rows(step_row: dict) -> list[list]:
+    """issue 21: each validated candidate's paired record against the incumbent and where it stopped."""
+    rows = []
+    for candidate in step_row.get("candidates") or []:
+        score = candidate.get("score") or {}
+        race = score.get("race")
+        if race:
+            rows.append([candidate.get("method_id"), race.get("verdict"), f"{race.get('items')} of {race.get('pool')}",
+                         race.get("wins"), race.get("losses"), race.get("evidence_better"), score.get("calls")])
+    return rows
+
+
+def held_out_note(step_row: dict) -> str:
+    held = step_row.get("kept_held_out")
+    if not held:
+        return ""
+    low, high = held.get("failure_rate_interval") or (0.0, 1.0)
+    return (f"{step_row.get('kept_method_id')} re-estimated on the {held.get('dev_size')} dev items that did not "
+            f"select it: failure rate {held.get('failure_rate'):.3f} [{low:.3f}-{high:.3f}]")
+
+
+def savings_text(history: list[dict]) -> str:
+    figures = [step.get("validation") or {} for step in history]
+    scored, full = sum(f.get("items_scored", 0) for f in figures), sum(f.get("items_full", 0) for f in figures)
+    if not full:
+        return ""
+    selection = next((step.get("selection") for step in history if step.get("selection")), "full")
+    return (f"Validation (--selection {selection}): {scored} of {full} candidate dev items scored, "
+            f"{1 - scored / full:.0%} fewer than a full evaluation, "
+            f"{sum(f.get('calls', 0) for f in figures)} calls.")
+
+
 def optimization_step(step_row: dict) -> Step:
     kept_id = step_row.get("kept_method_id")
     incumbent = step_row.get("incumbent") or {}
@@ -223,7 +261,7 @@ def optimization_step(step_row: dict) -> Step:
     rows += [candidate_row(c, kept_id) for c in step_row.get("candidates") or []]
     feedback = [f.get("text") or f"(no feedback: {f.get('error')})" for f in step_row.get("feedback") or []]
     return Step(step=step_row.get("step"), kept_id=kept_id, rows=rows, decision=step_row.get("decision"),
-                feedback=feedback)
+                feedback=feedback, race_rows=race_rows(step_row), held_out=held_out_note(step_row))
 
 
 def optimization(data: RunFiles) -> Optimization:
@@ -233,7 +271,7 @@ def optimization(data: RunFiles) -> Optimization:
     unscored = [[s.get("step"), c.get("method_id"), candidate_status(c), c.get("raw")]
                 for s in history for c in s.get("candidates") or [] if candidate_rate(c) is None]
     return Optimization(plot=optimization_plot(data.run), unscored=unscored,
-                        steps=[optimization_step(s) for s in history])
+                        steps=[optimization_step(s) for s in history], savings=savings_text(history))
 
 
 # --- failure reasons ---------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_a_slow_analysis_holds_only_its_own_candidate(tmp_path, monkeypatch):
 
     watch_updates(monkeypatch, seen)
     model = ScriptedChatModel(responder=responder)
-    values = run_workflow(make_settings(tmp_path, max_steps=1, candidate_size=2, dev_size=4), model)
+    values = run_workflow(make_settings(tmp_path, max_steps=1, candidate_size=2, dev_size=4, selection="full"), model)
 
     # With a barrier after the analyses, candidate 0 could not be validated before analysis 1 returned.
     assert waited["released"] is True
@@ -84,7 +84,7 @@ def test_the_incumbent_is_validated_beside_the_candidates_not_after_them(tmp_pat
         return default_responder(prompt, seed)
 
     watch_updates(monkeypatch, seen)
-    values = run_workflow(make_settings(tmp_path, max_steps=1, candidate_size=2, dev_size=4),
+    values = run_workflow(make_settings(tmp_path, max_steps=1, candidate_size=2, dev_size=4, selection="full"),
                           ScriptedChatModel(responder=responder))
     # Before, the incumbent was validated after the last optimizer: these waits would have timed out.
     assert waited["released"] == [True, True]
@@ -147,7 +147,7 @@ def _evolve_calls_by_method(model) -> dict[str, int]:
 
 
 def test_a_crash_in_one_branch_resumes_without_redoing_the_finished_ones(tmp_path, monkeypatch):
-    fields = dict(max_steps=1, candidate_size=3, dev_size=4, batch_size=2, loop=1, test_run=True)
+    fields = dict(max_steps=1, candidate_size=3, dev_size=4, batch_size=2, loop=1, test_run=True, selection="full")
     reference = ScriptedChatModel()
     expected = run_workflow(make_settings(tmp_path / "ref", **fields), reference)
 

@@ -83,7 +83,7 @@ def test_min_improvement_counts_dev_items():
     assert not is_strictly_better(_score(2, 6), incumbent, min_improvement=2)
     assert is_strictly_better(_score(1, 6), incumbent, min_improvement=2)
     tie_with_more_gain = _score(3, 6, gain=2.0)
-    assert is_strictly_better(tie_with_more_gain, incumbent)  # K=1 keeps the tie-break
+    assert not is_strictly_better(tie_with_more_gain, incumbent)  # issue 21: a tie never wins
     assert not is_strictly_better(tie_with_more_gain, incumbent, min_improvement=2)
     adopt, decision = _decision(_score(2, 6, method_id="s1c0"), incumbent, 2)
     assert not adopt and "--min-improvement" in decision
@@ -109,7 +109,7 @@ def _world_where_variant_1_is_better(prompt: str, seed):
 
 
 def test_intervals_reach_run_json_the_report_and_the_summary(tmp_path, capsys):
-    settings = make_settings(tmp_path, max_steps=1, candidate_size=2)
+    settings = make_settings(tmp_path, max_steps=1, candidate_size=2, selection="full")
     values = run_workflow(settings, ScriptedChatModel(responder=_world_where_variant_1_is_better))
     out = tmp_path / "out"
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))

@@ -20,10 +20,10 @@ def _score(rate, gain, method_id="x"):
     return {"method_id": method_id, "failure_rate": rate, "complexity_gain": gain, "dev_size": 10}
 
 
-def test_strictly_better_needs_a_lower_rate_or_an_equal_rate_and_more_gain():
+def test_strictly_better_needs_a_lower_rate_an_equal_rate_never_wins():
     incumbent = _score(0.3, 1.5)
     assert is_strictly_better(_score(0.2, 1.0), incumbent)
-    assert is_strictly_better(_score(0.3, 1.6), incumbent)
+    assert not is_strictly_better(_score(0.3, 1.6), incumbent)  # issue 21: a tie keeps the incumbent
     assert not is_strictly_better(_score(0.3, 1.5), incumbent)
     assert not is_strictly_better(_score(0.4, 9.0), incumbent)
 
@@ -35,7 +35,7 @@ def test_stop_reasons():
 
 
 def test_incumbent_is_kept_when_no_candidate_is_strictly_better(tmp_path):
-    settings = make_settings(tmp_path, max_steps=2, patience=5)
+    settings = make_settings(tmp_path, max_steps=2, patience=5, selection="full")
     values = run_workflow(settings, ScriptedChatModel())
     assert values["method_id"] == "e0"
     assert [h["kept_method_id"] for h in values["history"]] == ["e0", "e0"]
@@ -52,7 +52,7 @@ def _world_where_variant_1_is_better(prompt: str, seed):
 
 
 def test_a_strictly_better_candidate_replaces_the_method_and_its_score_is_reused(tmp_path):
-    settings = make_settings(tmp_path, max_steps=3, patience=1, candidate_size=3)
+    settings = make_settings(tmp_path, max_steps=3, patience=1, candidate_size=3, selection="full")
     model = ScriptedChatModel(responder=_world_where_variant_1_is_better)
     values = run_workflow(settings, model)
     first, second = values["history"][0], values["history"][1]

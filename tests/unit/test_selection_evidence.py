@@ -1,0 +1,179 @@
+"""Issue 21: the method is chosen on evidence (ties, the stage the analyzer sees, fresh samples, pruning, racing)."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import make_settings, run_workflow
+from fakes import ScriptedChatModel, default_responder, instruction_of, task_of
+from nodes.selector import _decision, is_strictly_better
+from nodes.validator import summarize
+
+
+def _score(failures, dev_size, gain=1.0, method_id="x"):
+    return summarize(method_id, [{"reason": "unchanged"}] * failures + [{"gain": gain}] * (dev_size - failures))
+
+
+def test_an_equal_failure_count_never_replaces_the_incumbent_whatever_the_length():
+    incumbent = _score(3, 6, gain=1.1, method_id="e0")
+    longer_tie = _score(3, 6, gain=2.5, method_id="s1c0")
+    assert not is_strictly_better(longer_tie, incumbent)
+    adopt, decision = _decision(longer_tie, incumbent, 1)
+    assert not adopt and "beats" not in decision and "not strictly better" in decision
+    assert is_strictly_better(_score(2, 6, gain=0.9), incumbent)
+
+
+def _second_round_copies(prompt: str, seed):
+    """The first rewrite works; the second returns its input unchanged, which a rule rejects."""
+    if task_of(prompt) == "evolve" and ("step by step" in instruction_of(prompt) or "단계별로" in instruction_of(prompt)):
+        return f"#Finally Rewritten Instruction#\n{instruction_of(prompt)}"
+    return default_responder(prompt, seed)
+
+
+def test_the_analyzer_is_told_the_stage_a_rule_rejected_not_the_next_one(tmp_path):
+    model = ScriptedChatModel(responder=_second_round_copies)
+    values = run_workflow(make_settings(tmp_path, max_steps=1, loop=2, batch_size=2), model)
+    trajectory = values["history"][0]["trajectories"][0]
+    assert len(trajectory["stages"]) == 3 and trajectory["failure"].startswith("unchanged")
+    analyze_prompt = next(c["prompt"] for c in model.calls if c["task"] == "analyze")
+    assert "(Stage 2 was produced but rejected: unchanged" in analyze_prompt
+    assert "Stage 3" not in analyze_prompt
+
+
+def test_a_step_that_repeats_an_earlier_steps_prompts_still_draws_new_candidates(tmp_path):
+    # The default world keeps e0 and gives the same feedback every step: step 2's prompts repeat step 1's.
+    model = ScriptedChatModel()
+    values = run_workflow(make_settings(tmp_path, max_steps=2, patience=5, candidate_size=2), model)
+    first, second = ([c["text"] for c in step["candidates"]] for step in values["history"])
+    assert len(set(first + second)) == 4
+    optimize_seeds = [c["seed"] for c in model.calls if c["task"] == "optimize"]
+    assert len(optimize_seeds) == 4 and len(set(optimize_seeds)) == 4  # asked, not answered from the cache
+
+
+def _hash_uniform(*parts) -> float:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big") / 2**64
+
+
+class RatedWorld:
+    """Each method fails a dev item (an unchanged copy) with its own rate, fixed per method and item.
+
+    A candidate's method ends with the optimizer's 'Variant <seed>:' line; its rate is looked up by
+    the sample of that seed (seed = 1000 * draw index), e0's is `e0_rate`.
+    """
+
+    def __init__(self, e0_rate: float, rates: list[float]):
+        self.e0_rate, self.rates = e0_rate, rates
+
+    def rate(self, method: str) -> tuple[str, float]:
+        import re
+
+        variants = re.findall(r"Variant (\d+):", method)
+        if not variants:
+            return "e0", self.e0_rate
+        draw = int(variants[-1]) // 1000
+        return f"v{draw}", self.rates[draw % len(self.rates)]
+
+    def __call__(self, prompt: str, seed):
+        if task_of(prompt) == "evolve":
+            from fakes import method_of
+
+            key, rate = self.rate(method_of(prompt))
+            if _hash_uniform(key, instruction_of(prompt)) < rate:
+                return f"#Finally Rewritten Instruction#\n{instruction_of(prompt)}"
+        return default_responder(prompt, seed)
+
+
+def _evolve_calls_of_candidates(model) -> int:
+    from fakes import method_of
+
+    return sum(1 for c in model.calls if c["task"] == "evolve" and "Variant" in method_of(c["prompt"]))
+
+
+def test_exact_pruning_decides_as_full_evaluation_with_fewer_validation_calls(tmp_path):
+    world = RatedWorld(0.35, [0.7, 0.6, 0.15, 0.5])
+    fields = dict(max_steps=2, patience=5, candidate_size=4, dev_size=30, batch_size=2, loop=1, test_run=True)
+    runs = {}
+    for selection in ("full", "exact"):
+        model = ScriptedChatModel(responder=world)
+        values = run_workflow(make_settings(tmp_path / selection, selection=selection, **fields), model)
+        runs[selection] = (values, _evolve_calls_of_candidates(model))
+    (full, full_calls), (exact, exact_calls) = runs["full"], runs["exact"]
+    assert [h["kept_method_id"] for h in exact["history"]] == [h["kept_method_id"] for h in full["history"]]
+    def same(score):  # exact scores the incumbent's failures first: compare the items, not their order
+        return {**{k: v for k, v in score.items() if k != "race"},
+                "examples": sorted(score["examples"], key=lambda e: e["case_id"])}
+
+    assert exact["method"] == full["method"] and same(exact["method_score"]) == same(full["method_score"])
+    assert exact["history"][0]["kept_method_id"] == "s1c2"  # the world's better candidate
+    print(f"candidate evolve calls: full {full_calls}, exact {exact_calls}")
+    assert exact_calls <= 0.7 * full_calls, (exact_calls, full_calls)
+    scored = sum(h["validation"]["items_scored"] for h in exact["history"])
+    assert scored < sum(h["validation"]["items_full"] for h in exact["history"]) == 2 * 4 * 30
+    stopped = [c for h in exact["history"] for c in h["candidates"] if c["score"]["race"]["verdict"] == "cannot_win"]
+    assert stopped and all(c["score"]["dev_size"] < 30 for c in stopped)
+
+
+def test_a_race_adopts_a_clearly_better_candidate_early_and_reestimates_it_on_the_other_items(tmp_path):
+    world = RatedWorld(0.5, [0.9, 0.55, 0.0, 0.5])
+    settings = make_settings(tmp_path, max_steps=2, patience=5, candidate_size=4, dev_size=30, batch_size=2,
+                             loop=1, test_run=True)
+    values = run_workflow(settings, ScriptedChatModel(responder=world))
+    first, second = values["history"]
+    by_id = {c["method_id"]: c["score"] for c in first["candidates"]}
+    assert first["kept_method_id"] == "s1c2" and "is better than e0" in first["decision"]
+    raced = by_id["s1c2"]["race"]
+    assert raced["verdict"] == "better" and raced["losses"] == 0 and raced["items"] < 30
+    assert by_id["s1c0"]["race"]["verdict"] in ("worse", "cannot_win") and by_id["s1c0"]["dev_size"] < 30
+    # The adopted method was scored on the other items after adoption: its held-out estimate is in the history.
+    held_out = first["kept_held_out"]
+    assert held_out["dev_size"] == 30 - raced["items"] and held_out["failure_rate"] == 0.0
+    kept = second["incumbent"]["score"]
+    raced_ids = [e["case_id"] for e in first["candidates"][2]["score"]["examples"]]
+    assert kept["dev_size"] == 30 and kept["selected_on"] == raced_ids
+    assert kept["selection_estimate"]["failure_rate"] == 0.0 and kept["held_out"] == held_out
+    # Step 2 compares its candidates on the items that did not select s1c2 first.
+    order = [e["case_id"] for e in second["candidates"][0]["score"]["examples"]]
+    assert not set(order[: 30 - raced["items"]]) & set(kept["selected_on"])
+
+
+def test_the_race_reaches_run_json_the_summary_the_report_and_progress(tmp_path, capsys):
+    from run import print_summary
+    from run_report.html_report import write_report
+
+    world = RatedWorld(0.5, [0.9, 0.55, 0.0, 0.5])
+    settings = make_settings(tmp_path, max_steps=1, candidate_size=4, dev_size=30, batch_size=2, loop=1,
+                             test_run=True)
+    values = run_workflow(settings, ScriptedChatModel(responder=world))
+    out = tmp_path / "out"
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    selection = run["selection"]
+    assert selection["selection"] == "race" and selection["candidate_items_full"] == 4 * 30
+    assert 0 < selection["candidate_items_scored"] < 4 * 30 and selection["saved_share"] > 0.3
+    # The final method was adopted after 1 step: its held-out re-estimate ran before generation.
+    assert run["final_score"]["held_out"]["dev_size"] == 30 - len(run["final_score"]["selected_on"])
+    print_summary(values, settings)
+    summary = capsys.readouterr().out
+    assert f"{selection['candidate_items_scored']} of 120 candidate dev items scored" in summary
+    assert "was adopted on" in summary and "on the other" in summary
+    write_report(out)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "evidence it is better" in page and "fewer than a full evaluation" in page
+    assert "re-estimated on the" in page
+
+
+def test_the_dry_run_plans_race_calls_an_upper_bound_and_an_expected_figure(tmp_path):
+    import re
+
+    from run_report.plan import validation_note
+
+    def figures(**fields):
+        note = validation_note(make_settings(tmp_path, max_steps=10, candidate_size=5, dev_size=50, **fields))
+        return [int(n) for n in re.findall(r"at most (\d+) calls.*expected about (\d+)", note)[0]]
+
+    race_upper, race_expected = figures()
+    assert race_upper == 2 * (10 * 5 + 1) * 50 and race_expected < race_upper / 2
+    exact_upper, exact_expected = figures(selection="exact")
+    assert exact_upper == race_upper and race_expected < exact_expected < exact_upper
+    assert figures(selection="full") == [race_upper, race_upper]
