@@ -6,6 +6,7 @@ until its stop rule (method_selection.race: full, exact or race) says it may sto
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from typing import Callable
