@@ -118,7 +118,7 @@ def test_exact_pruning_decides_as_full_evaluation_with_fewer_validation_calls(tm
 def test_a_race_adopts_a_clearly_better_candidate_early_and_reestimates_it_on_the_other_items(tmp_path):
     world = RatedWorld(0.5, [0.9, 0.55, 0.0, 0.5])
     settings = make_settings(tmp_path, max_steps=2, patience=5, candidate_size=4, dev_size=30, batch_size=2,
-                             loop=1, test_run=True)
+                             loop=1, test_run=True, selection="race")
     values = run_workflow(settings, ScriptedChatModel(responder=world))
     first, second = values["history"]
     by_id = {c["method_id"]: c["score"] for c in first["candidates"]}
@@ -144,7 +144,7 @@ def test_the_race_reaches_run_json_the_summary_the_report_and_progress(tmp_path,
 
     world = RatedWorld(0.5, [0.9, 0.55, 0.0, 0.5])
     settings = make_settings(tmp_path, max_steps=1, candidate_size=4, dev_size=30, batch_size=2, loop=1,
-                             test_run=True)
+                             test_run=True, selection="race")
     values = run_workflow(settings, ScriptedChatModel(responder=world))
     out = tmp_path / "out"
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))
@@ -172,7 +172,7 @@ def test_the_dry_run_plans_race_calls_an_upper_bound_and_an_expected_figure(tmp_
         note = validation_note(make_settings(tmp_path, max_steps=10, candidate_size=5, dev_size=50, **fields))
         return [int(n) for n in re.findall(r"at most (\d+) calls.*expected about (\d+)", note)[0]]
 
-    race_upper, race_expected = figures()
+    race_upper, race_expected = figures(selection="race")
     assert race_upper == 2 * (10 * 5 + 1) * 50 and race_expected < race_upper / 2
     exact_upper, exact_expected = figures(selection="exact")
     assert exact_upper == race_upper and race_expected < exact_expected < exact_upper
