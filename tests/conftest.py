@@ -33,6 +33,23 @@ def embedded():
         yield server
 
 
+@pytest.fixture(scope="session")
+def simulated_endpoint():
+    """The base URL (…/v1) of tests/chat_server.py in its own process: fast answers shaped to pass the rules."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, str(REPO / "tests" / "chat_server.py"), "--median", "0.001",
+                                "--sigma", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("listening "), line
+        yield line.split()[1]
+    finally:
+        process.kill()
+        process.wait()
+
+
 def fake_llm_config(role: str = "evol", **changes):
     """The local preset pointed at nowhere: the fake model answers instead."""
     config = load_llm_config("local", role)

@@ -12,8 +12,10 @@ from cli_helpers import run_cli
 pytestmark = pytest.mark.integration
 
 
-def test_run_completes_with_20_percent_of_requests_faulted(tmp_path, embedded):
-    upstream = embedded.base_url.removesuffix("/v1")
+def test_run_completes_with_20_percent_of_requests_faulted(tmp_path, simulated_endpoint):
+    # Behind the proxy, the simulated endpoint: its answers are whole and pass the rules, so every
+    # failure here is one of the proxy's faults, and the run's time is the faults', not a tiny model's.
+    upstream = simulated_endpoint.removesuffix("/v1")
     with RunningProxy(FaultProxy(upstream, rate=0.2, seed=7, stall_seconds=12)) as running:
         config = tmp_path / "faulty.yaml"
         config.write_text(

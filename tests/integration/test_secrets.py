@@ -12,9 +12,11 @@ from fault_proxy import FaultProxy, RunningProxy
 
 
 @pytest.mark.integration
-def test_no_secret_value_is_written_anywhere(tmp_path, embedded):
+def test_no_secret_value_is_written_anywhere(tmp_path, simulated_endpoint):
+    # The simulated endpoint, not the embedded model: the tiny model's evolutions rarely pass the rules,
+    # and a run that writes no record is not a success; the key's path is the same either way.
     secret = "sk-autoevol-test-0123456789abcdefSECRET"
-    upstream = embedded.base_url.removesuffix("/v1")
+    upstream = simulated_endpoint.removesuffix("/v1")
     with RunningProxy(FaultProxy(upstream, rate=0.0)) as running:
         config = tmp_path / "keyed.yaml"
         config.write_text(f"preset: local\nembedded: false\nbase_url: {running.base_url}\napi_key_env: AUTOEVOL_KEY\n")

@@ -27,17 +27,9 @@ SMALL_RUN = ("--train-size", "2", "--dev-size", "2", "--batch-size", "2", "--max
 
 
 @pytest.fixture(scope="module")
-def endpoint():
-    """The URL of a simulated OpenAI-compatible endpoint whose answers pass the failure rules."""
-    process = subprocess.Popen([sys.executable, str(REPO / "tests" / "chat_server.py"), "--median", "0.001",
-                                "--sigma", "0"], stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("listening "), line
-        yield line.split()[1]
-    finally:
-        process.kill()
-        process.wait()
+def endpoint(simulated_endpoint):
+    """A simulated OpenAI-compatible endpoint whose answers pass the failure rules."""
+    return simulated_endpoint
 
 
 def llm_config(path: Path, base_url: str) -> Path:
