@@ -6,10 +6,6 @@ The CLI tests run run.py against tests/chat_server.py, a loopback endpoint in it
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
