@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     from run_checks import check_run
     from llm_access.client import FatalLLMError
     from llm_access.embedded_server import EmbeddedServerError, embedded_server
-    from llm_access.probe import probe_run, record_probe_usage
+    from llm_access.probe import probe_run
     from publishing.dataset_folder import save_options
     from publishing.hub import PublishError
     from ray_backend import WorkerLost
@@ -320,14 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(settings, seeds)
             return 0
-        probes = probe_run(settings.evol_llm, settings.optim_llm)  # a wrong URL, model or key stops here
         prepare_directory(settings, args.overwrite, seeds, args.cache)
         save_options(Path(settings.save_path), args.license, args.push_to_hub)
+        # A wrong URL, model or key stops here; the probes are noted in the run's usage journal as they are sent.
+        probes = probe_run(settings.evol_llm, settings.optim_llm, save_path=settings.save_path)
         needs_server = settings.evol_llm.embedded or settings.optim_llm.embedded
         with embedded_server() if needs_server else contextlib.nullcontext() as server:
             if server:
-                probe_run(settings.evol_llm, settings.optim_llm, server.base_url, into=probes)
-            record_probe_usage(settings.save_path, probes)
+                probe_run(settings.evol_llm, settings.optim_llm, server.base_url, into=probes, save_path=settings.save_path)
             values = asyncio.run(execute(settings, server.base_url if server else None, args.cache,
                                          quiet=args.quiet, max_budget_tokens=args.max_budget_tokens,
                                          workers=args.workers, ray_address=args.ray_address, seeds=seeds))

@@ -42,6 +42,14 @@ class ProbeResult:
     usage: RoleUsage = field(default_factory=RoleUsage)
     cost_usd: float | None = None
     cost_usd_without_cache: float | None = None
+    journal: Path | None = None
+    """The run's usage journal (SAVE_PATH/usage.journal): each probe request is noted there before it is
+    sent, as every request of the run is, so a kill -9 cannot lose it; the next invocation adds it up."""
+
+    def note(self, counts: dict) -> None:
+        if self.journal is not None:
+            with open(self.journal, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"role": "probe", **counts}) + "\n")
 
 
 def _refusal(label: str, url: str, response: httpx.Response, key_env: str | None) -> ConfigError:
@@ -68,6 +76,7 @@ async def _probe_endpoint(client: httpx.AsyncClient, config: LLMConfig, endpoint
     """Probe one endpoint; a transient failure (5xx, 429, a timeout, a reset) is tried again, as a real call would be."""
     tries = max(1, config.max_retries + 1)
     result.usage.calls += 1
+    result.note({"calls": 1})
     for attempt in range(tries):
         try:
             return await _probe_once(client, config, endpoint, label, result)
@@ -98,6 +107,7 @@ async def _probe_once(client: httpx.AsyncClient, config: LLMConfig, endpoint: En
         body = {"model": config.model, "messages": [{"role": "user", "content": PROBE_PROMPT}],
                 **config.extra_body, "max_tokens": PROBE_MAX_TOKENS}
         result.usage.requests += 1
+        result.note({"requests": 1})
         answer = await client.post(f"{root}/chat/completions", headers=headers, json=body)
     except httpx.HTTPError as exc:
         raise _Transient(f"{label} at {root} gave no answer ({type(exc).__name__}: {str(exc)[:120] or 'no detail'}): "
@@ -127,6 +137,10 @@ async def _probe_once(client: httpx.AsyncClient, config: LLMConfig, endpoint: En
     usage.reasoning_tokens += reasoning
     usage.cached_input_tokens += cached
     spent = config.cost(input_tokens, output_tokens, cached)
+    result.note({"input_tokens": input_tokens, "output_tokens": output_tokens, "reasoning_tokens": reasoning,
+                 "cached_input_tokens": cached,
+                 **({"usd": spent, "usd_without_cache": config.cost(input_tokens, output_tokens)} if spent is not None
+                    else {})})
     if spent is not None:
         result.cost_usd = (result.cost_usd or 0.0) + spent
         result.cost_usd_without_cache = (result.cost_usd_without_cache or 0.0) + config.cost(input_tokens, output_tokens)
@@ -154,34 +168,16 @@ async def probe_llms(configs: dict[str, LLMConfig], result: ProbeResult) -> Prob
 
 
 def probe_run(evol: LLMConfig, optim: LLMConfig, embedded_url: str | None = None,
-              into: ProbeResult | None = None) -> ProbeResult:
-    """Probe the run's LLMs: with `embedded_url`, the embedded ones there, else the others; counts go `into`."""
+              into: ProbeResult | None = None, save_path: str | Path | None = None) -> ProbeResult:
+    """Probe the run's LLMs: with `embedded_url`, the embedded ones there, else the others; counts go `into`
+    (and into the run's usage journal in `save_path`, where one exists already)."""
     labels = {"evol LLM": evol} if evol == optim else {"evol LLM": evol, "optim LLM": optim}
     embedded = embedded_url is not None
     chosen = {f"{label} '{config.name}'": config.model_copy(update={"base_url": embedded_url}) if embedded else config
               for label, config in labels.items() if config.embedded == embedded}
     result = into or ProbeResult()
+    if save_path is not None:
+        result.journal = Path(save_path) / "usage.journal"
     if chosen:
         asyncio.run(probe_llms(chosen, result))
     return result
-
-
-def record_probe_usage(save_path: str | Path, result: ProbeResult) -> None:
-    """Add what the probes used to SAVE_PATH/usage.json, where the run's usage accrues across invocations."""
-    from record_store.store import write_atomically
-
-    if not result.usage.requests:
-        return
-    path = Path(save_path) / "usage.json"
-    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"token_usage": {}, "cost": None}
-    probe = saved["token_usage"].setdefault("probe", {})
-    for name, value in vars(result.usage).items():
-        probe[name] = probe.get(name, 0) + value
-    if result.cost_usd is not None:
-        cost = saved.get("cost") or {"total_usd": 0.0, "by_role": {}}
-        for table, spent in (("by_role", result.cost_usd), ("by_role_without_cache", result.cost_usd_without_cache)):
-            by_role = cost.setdefault(table, {})
-            by_role["probe"] = round(by_role.get("probe", 0.0) + spent, 6)
-        cost["total_usd"] = round(sum(cost["by_role"].values()), 6)
-        saved["cost"] = cost
-    write_atomically(path, json.dumps(saved, indent=2))

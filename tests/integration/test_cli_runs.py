@@ -67,10 +67,12 @@ def test_kill_9_then_the_same_command_resumes_to_the_same_files(tmp_path):
     out = tmp_path / "crash"
     args = [sys.executable, str(REPO / "run.py"), *common, "--save-path", str(out)]
     victim = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    records = out / "records.jsonl"
+    # Kill once three items are decided (records or failures: the tiny model's evolutions mostly fail the rules).
+    decided = [out / "records.jsonl", out / "failures.jsonl"]
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and (not records.exists() or records.read_text().count("\n") < 3):
+    while time.monotonic() < deadline and sum(p.read_text().count("\n") for p in decided if p.exists()) < 3:
         time.sleep(0.2)
+    assert victim.poll() is None, "the run ended before it could be killed"
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     resumed = run_cli(*common, "--save-path", str(out))

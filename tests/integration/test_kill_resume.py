@@ -82,7 +82,9 @@ def answer(prompt: str, seed: int | None = None) -> str:
     level-2 evolution is the very text of a breadth item made at level 1, which never joined the index."""
     if "<feedback>" in prompt:
         method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
-        return f"Tightened.\n```Optimized Method\n{method}\nSample {seed}.\n```"
+        # One real change, so that the method gate (near_copy) lets the candidate through to validation.
+        return (f"Tightened.\n```Optimized Method\n{method}\nSample {seed}: keep every number and every name the "
+                "instruction gives, and add exactly one constraint a reader can check.\n```")
     if "### Case " in prompt:
         return "Case 1: fine. Summary: nothing to fix."
     if "#Given Instruction#\n" in prompt:  # breadth
@@ -120,23 +122,12 @@ def seed_rows() -> list[dict]:
     return rows
 
 
-class CountingServer(ChatServer):
-    """The simulated endpoint, counting each chat request as it arrives (answered or not)."""
-
-    received = 0
-
-    async def _answer(self, request_line: bytes, body: bytes):
-        if b"/chat/completions" in request_line:
-            self.received += 1
-        return await super()._answer(request_line, body)
-
-
 class Endpoint:
-    """A CountingServer on its own event loop in a thread, so that the test can wait on subprocesses."""
+    """The simulated endpoint on its own event loop in a thread, so that the test can wait on subprocesses."""
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
-        self.server = CountingServer(latency=0.002, answer=answer)
+        self.server = ChatServer(latency=0.002, answer=answer)  # counts its chat requests
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.server.__aenter__(), self.loop).result()
@@ -179,12 +170,12 @@ def finish(process: subprocess.Popen) -> None:
     assert "Traceback" not in err, err[-3000:]
 
 
-def run_with_kills(argv: list[str], server: CountingServer, kill_points: list[int]) -> int:
+def run_with_kills(argv: list[str], server: ChatServer, kill_points: list[int]) -> int:
     """Kill -9 at each point (requests received since the start), resuming in between; returns the kills done."""
     kills = 0
     for point in kill_points:
         process = start(argv)
-        while process.poll() is None and server.received < point:
+        while process.poll() is None and server.chat_requests < point:
             time.sleep(0.002)
         if process.poll() is not None:  # finished before this point: the rest are past the end
             finish(process)
@@ -196,20 +187,20 @@ def run_with_kills(argv: list[str], server: CountingServer, kill_points: list[in
     return kills
 
 
-def reference_run(argv: list[str], server: CountingServer) -> tuple[int, int]:
+def reference_run(argv: list[str], server: ChatServer) -> tuple[int, int]:
     """An uninterrupted run; returns its requests in the optimization phase and in all."""
     received_at: list[float] = []
-    before = server.received
+    before = server.chat_requests
     process = start(argv)
     while process.poll() is None:
-        while server.received - before > len(received_at):
+        while server.chat_requests - before > len(received_at):
             received_at.append(time.time())
         time.sleep(0.001)
     finish(process)
     run = json.loads((Path(argv[argv.index("--save-path") + 1]) / "run.json").read_text(encoding="utf-8"))
     # The first request opens the optimization phase; it lasts as long as run.json says.
     generation_start = received_at[0] + run["phase_seconds"]["optimization"]
-    return sum(t < generation_start for t in received_at), server.received - before
+    return sum(t < generation_start for t in received_at), server.chat_requests - before
 
 
 def kill_points(rng: random.Random, optimization: int, total: int, in_optimization: int, in_generation: int) -> list[int]:
@@ -271,10 +262,10 @@ def test_kill_9_at_random_points_and_resume_gives_the_uninterrupted_output(tmp_p
     reference = command(tmp_path, server.base_url, concurrency, "ref")
     optimization, total = reference_run(reference, server)
     killed = command(tmp_path, server.base_url, concurrency, "cut")
-    before = server.received
+    before = server.chat_requests
     points = [before + p for p in kill_points(rng, optimization, total, in_optimization, in_generation)]
     kills = run_with_kills(killed, server, points)
-    sent = server.received - before
+    sent = server.chat_requests - before
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     print(f"\n[kill -9] concurrency {concurrency}: {kills} kills at {[p - before for p in points]}; "
           f"{sent} requests against {total} uninterrupted ({optimization} in optimization)")

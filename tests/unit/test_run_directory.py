@@ -151,16 +151,18 @@ def test_the_fingerprint_is_of_the_rows_not_of_the_file(tmp_path):
     assert fingerprints[0] == fingerprints[1] and fingerprints[0].rows == 60
 
 
-def test_a_wrong_endpoint_is_stopped_by_the_probe_before_the_save_path_is_touched(tmp_path, endpoint):
+def test_after_a_wrong_endpoint_stopped_the_probe_the_fixed_config_is_accepted(tmp_path, endpoint):
     data, save = REPO / "data" / "sample_seed.jsonl", tmp_path / "save"
     config = llm_config(tmp_path / "llm.yaml", "http://127.0.0.1:9/v1")  # nothing listens there
     failed = cli_run(config, data, save)
     assert_one_line_error(failed, "127.0.0.1:9")
-    assert not (save / "settings.json").exists()
+    assert not (save / "records.jsonl").exists() or not (save / "records.jsonl").stat().st_size
     llm_config(config, endpoint)
     fixed = cli_run(config, data, save)
     assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert "that attempt did nothing (no record, no answer): it is replaced by this run" in fixed.stderr
     assert json.loads((save / "settings.json").read_text())["evol_llm"]["base_url"] == endpoint
+    assert (save / "records.jsonl").stat().st_size > 0
 
 
 def test_after_a_run_that_did_nothing_new_settings_are_accepted(tmp_path, capsys):
