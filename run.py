@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     out = add_setting_flags(parser)["output"]
     out.add_argument("--cache", default=None, help="LLM answer cache file, shareable across runs (default: SAVE_PATH/llm_cache.sqlite)")
-    out.add_argument("--overwrite", action="store_true", help="Delete an earlier run in SAVE_PATH and start fresh")
+    out.add_argument("--overwrite", action="store_true", help="Delete what an earlier run wrote in SAVE_PATH (the files its manifest lists, nothing else) and start fresh")
     out.add_argument("--quiet", action="store_true", help="No progress bars or progress lines on stderr")
     out.add_argument("--dry-run", action="store_true",
                      help="Print the planned LLM calls per phase and estimated tokens and cost, then exit")
