@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -166,8 +166,9 @@ def prior_usage(save_path: Path) -> dict:
                 offset += len(line)
                 entry = json.loads(line)
                 role, usd, usd_without_cache = entry.pop("role"), entry.pop("usd", None), entry.pop("usd_without_cache", None)
+                counters = usage.setdefault(role, asdict(RoleUsage()))  # a role first seen in a journal has every counter
                 for counter, value in entry.items():
-                    usage.setdefault(role, {})[counter] = usage.get(role, {}).get(counter, 0) + value
+                    counters[counter] = counters.get(counter, 0) + value
                 if usd is not None:
                     cost_by_role[role] = cost_by_role.get(role, 0.0) + usd
                     without_cache[role] = without_cache.get(role, 0.0) + (usd_without_cache or usd)
