@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_server import ChatServer
+from chat_server import ChatServer, shaped_answer
 from conftest import REPO
 from nodes.diversity import _picked
 from record_store.near_duplicates import MEMBERSHIP_FILE, NearDuplicateIndex
@@ -80,13 +80,8 @@ def echo_text(k: str) -> str:
 def answer(prompt: str, seed: int | None = None) -> str:
     """Deterministic per prompt. Twins: two seeds whose level-1 evolutions are one text. Echoes: a seed whose
     level-2 evolution is the very text of a breadth item made at level 1, which never joined the index."""
-    if "<feedback>" in prompt:
-        method = prompt.split("<method>\n", 1)[1].split("\n</method>", 1)[0]
-        # One real change, so that the method gate (near_copy) lets the candidate through to validation.
-        return (f"Tightened.\n```Optimized Method\n{method}\nSample {seed}: keep every number and every name the "
-                "instruction gives, and add exactly one constraint a reader can check.\n```")
-    if "### Case " in prompt:
-        return "Case 1: fine. Summary: nothing to fix."
+    if "<feedback>" in prompt or "### Case " in prompt:  # the optimizer's tasks: as the simulated endpoint answers
+        return shaped_answer(prompt, seed)
     if "#Given Instruction#\n" in prompt:  # breadth
         given = prompt.rsplit("#Given Instruction#\n", 1)[1]
         if "[b" in given:
