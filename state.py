@@ -129,6 +129,8 @@ class StepRecord(TypedDict):
     """Candidate dev items scored, and how many a full evaluation would have scored (issue 21)."""
     kept_held_out: NotRequired[dict[str, Any]]
     """A raced-in method's failure rate on the dev items that did not select it."""
+    revised: NotRequired[str]
+    """The method this step's candidates revised: the incumbent, or under a race a candidate that looked ahead of it."""
 
 
 class LevelItem(TypedDict, total=False):
@@ -204,6 +206,14 @@ class WorkflowState:
     """This step's dev order (case ids): every candidate is scored in it (issue 21)."""
     bar: list[bool] = field(default_factory=list)
     """The incumbent's outcome on each item of that order (True: failed): what a candidate must beat."""
+    finalist: MethodScore | None = None
+    """A race's finalist: its score on the heat and the rest of the pool."""
+    parent_method: str = ""
+    """The method the next step revises, when not the incumbent: under a race, a candidate that looks ahead of it."""
+    parent_id: str = ""
+    """Its id ("" while the incumbent is revised)."""
+    parent_score: MethodScore | None = None
+    """Its race score against the incumbent."""
     history: list[StepRecord] = field(default_factory=list)
     """Every finished step, in order."""
     stale_steps: int = 0
@@ -227,12 +237,12 @@ class CandidateTask(TypedDict):
     step: int
     """The step being run, 1 for the first; with the sample index it names the candidate."""
     method: str
-    """The incumbent, which the candidate rewrites."""
+    """The method the candidate rewrites: the incumbent, or the race's parent (WorkflowState.parent_method)."""
     trajectories: list[Trajectory]
     dev: list[Case]
     """The fixed dev set the candidate is scored on."""
     dev_failures: NotRequired[dict[str, int]]
-    """The incumbent's dev failures by class, once it has a score; the analyzer is shown them."""
+    """That method's dev failures by class, once it has a score; the analyzer is shown them."""
     race_order: NotRequired[list[int]]
     """The case ids in the order this step scores them (issue 21)."""
     bar: NotRequired[list[bool]]
@@ -255,7 +265,7 @@ class CandidateState:
     sample_index: int = 0
     step: int = 0
     method: str = ""
-    """The incumbent."""
+    """The method the candidate rewrites."""
     trajectories: list[Trajectory] = field(default_factory=list)
     dev: list[Case] = field(default_factory=list)
     dev_failures: dict[str, int] = field(default_factory=dict)

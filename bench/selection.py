@@ -36,7 +36,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from method_selection.race import RaceRule, choose, failures_first, race_order, race_result, simulate  # noqa: E402
+from method_selection.race import (RaceRule, choose, finalist, hardest_first, heat_size, next_parent,  # noqa: E402
+                                   race_order, race_result, simulate)
 
 DIFFICULTY_SD = 1.5
 REVISION_SD = 0.3
@@ -124,33 +125,50 @@ def item_calls(failed: bool) -> int:
 def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int = 2, batch: int = 10,
                  confidence: float = 0.9) -> dict:
     """One optimization as graph/workflow.py runs it: calls, the kept method, every method seen."""
-    rule = RaceRule(setting.selection, confidence, 1, setting.m)
+    rule = RaceRule(setting.selection, confidence, 1)
     pool = list(range(setting.dev))
-    incumbent = Method("e0", 0.0)
+    incumbent, parent = Method("e0", 0.0), None
     outcome = {i: world.fails("e0", 0.0, f"dev{i}") for i in pool}
+    scored: dict[str, dict[int, bool]] = {"e0": dict(outcome)}  # every method's outcomes, for exact's order
     calls = {"trajectories": 0, "optimizer": 0, "validation": 0}
     calls["validation"] += sum(item_calls(f) for f in outcome.values())
     seen, stale = [incumbent.skill], 0
+    heat = heat_size(setting.dev) if setting.selection == "race" else None
     for step in range(1, steps + 1):
         calls["trajectories"] += batch
         calls["optimizer"] += 2 * setting.m
         order = {"race": lambda: race_order(pool, incumbent.selected_on),
-                 "exact": lambda: failures_first(pool, outcome)}.get(setting.selection, lambda: pool)()
+                 "exact": lambda: hardest_first(pool, outcome, failure_shares(scored))}.get(setting.selection,
+                                                                                        lambda: pool)()
         bar = [outcome[i] for i in order]
-        results, candidates = [], {}
+        revised = parent or incumbent
+        candidates: dict[str, tuple[float, list[bool]]] = {}
         for sample in range(setting.m):
-            key = f"{incumbent.key}>{step}.{sample}"
-            skill = world.revision_skill(incumbent.skill, key)
+            key = f"{revised.key}>{step}.{sample}"
+            skill = world.revision_skill(revised.skill, key)
             seen.append(skill)
-            outcomes = simulate(rule, bar, lambda k, key=key, skill=skill: world.fails(key, skill, f"dev{order[k]}"))
+            fails = lambda k, key=key, skill=skill: world.fails(key, skill, f"dev{order[k]}")
+            candidates[key] = (skill, simulate(rule, bar, fails, heat))
+        results = [race_result(key, rule, bar, outcomes, heat) for key, (_, outcomes) in candidates.items()]
+        best = finalist(results) if setting.selection == "race" else None
+        if best is not None:
+            skill, heat_outcomes = candidates[best.method_id]
+            fails = lambda k, key=best.method_id, skill=skill: world.fails(key, skill, f"dev{order[k]}")
+            candidates[best.method_id] = (skill, simulate(rule, bar, fails, None, heat_outcomes))
+            results = [race_result(key, rule, bar, outcomes, None if key == best.method_id else heat)
+                       for key, (_, outcomes) in candidates.items()]
+        for key, (_, outcomes) in candidates.items():
             calls["validation"] += sum(map(item_calls, outcomes))
-            results.append(race_result(key, rule, bar, outcomes))
-            candidates[key] = (skill, outcomes)
+            scored[key] = dict(zip(order, outcomes))
         chosen = choose(rule, sum(bar), results)
         if chosen is None:
-            stale += 1
+            ahead = next_parent(results) if setting.selection == "race" else None
+            if ahead is not None:
+                parent, stale = Method(ahead.method_id, candidates[ahead.method_id][0]), 0
+            else:
+                stale += 1
         else:
-            stale = 0
+            stale, parent = 0, None
             skill, outcomes = candidates[chosen.method_id]
             raced = order[:len(outcomes)]
             incumbent = Method(chosen.method_id, skill, raced if setting.selection == "race" else None)
@@ -159,12 +177,23 @@ def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int =
                 if i not in new:
                     new[i] = world.fails(chosen.method_id, skill, f"dev{i}")
                     calls["validation"] += item_calls(new[i])
-            outcome = new
+            outcome = scored[chosen.method_id] = new
         if stale >= patience:
             break
-    kept, best = world.true_rate(incumbent.skill), world.true_rate(max(seen))
+    kept, best_seen = world.true_rate(incumbent.skill), world.true_rate(max(seen))
     return {"calls": sum(calls.values()), "validation_calls": calls["validation"], "kept_rate": kept,
-            "worse_than_e0": kept > E0_RATE + 1e-9, "regret": kept - best, "kept": incumbent.key}
+            "worse_than_e0": kept > E0_RATE + 1e-9, "regret": kept - best_seen, "kept": incumbent.key}
+
+
+def failure_shares(scored: dict[str, dict[int, bool]]) -> dict[int, float]:
+    """Per item, the share of the methods scored on it that failed it (nodes.selector.failure_shares)."""
+    tally: dict[int, list[int]] = {}
+    for outcomes in scored.values():
+        for item, failed in outcomes.items():
+            counts = tally.setdefault(item, [0, 0])
+            counts[0] += failed
+            counts[1] += 1
+    return {item: fails / n for item, (fails, n) in tally.items()}
 
 
 def table(rows: list[dict]) -> str:

@@ -2,7 +2,7 @@
 
     load_data -> evolver + validator (the incumbent, e0, on every dev item) -> set_bar
     set_bar -> candidate x m (Send; subgraph: analyzer -> optimizer -> gate -> validator)
-            -> selector (waits for every branch)
+            -> finalist (a race: the best of the heat goes on to the end of the pool) -> selector
     selector --go on--> evolver (+ validator when a race adopted a method on part of the dev set)
              --stop----> (validator ->) generation (once per level) --more levels--> generation
                                                                    --done--------> finalize
@@ -30,7 +30,7 @@ from nodes.evolver import evolver
 from nodes.finalizer import finalize
 from nodes.loader import load_data
 from nodes.selector import selector, set_bar
-from nodes.validator import missing_cases, validator
+from nodes.validator import finalist_validator, missing_cases, validator
 from settings import RunSettings
 from resources import resources_from
 from state import CandidateTask, RunInput, WorkflowState
@@ -51,10 +51,11 @@ def after_load(state: WorkflowState, config: RunnableConfig) -> list[str]:
 
 
 def fan_out_candidates(state: WorkflowState, config: RunnableConfig) -> list[Send]:
-    """m candidate branches from the same trajectories, each with the incumbent's outcomes to beat."""
+    """m candidate branches from the same trajectories of the method they revise, each with the incumbent's outcomes to beat."""
     step, m = state.step + 1, settings_of(config).candidate_size
-    failures = dict(state.method_score["failures_by_reason"]) if state.method_score else {}
-    return [Send("candidate", CandidateTask(sample_index=i, step=step, method=state.method,
+    revised = state.parent_score or state.method_score
+    failures = dict(revised["failures_by_reason"]) if revised else {}
+    return [Send("candidate", CandidateTask(sample_index=i, step=step, method=state.parent_method or state.method,
                                             trajectories=state.trajectories, dev=state.dev, dev_failures=failures,
                                             race_order=state.race_order, bar=state.bar))
             for i in range(m)]
@@ -85,6 +86,7 @@ def build_graph(checkpointer=None):
     builder.add_node("candidate", build_candidate_graph())
     builder.add_node("validator", validator, retry_policy=NODE_RETRY)
     builder.add_node("set_bar", set_bar)
+    builder.add_node("finalist", finalist_validator, retry_policy=NODE_RETRY)
     builder.add_node("selector", selector)
     builder.add_node("generation", build_generation_graph())
     builder.add_node("finalize", finalize)
@@ -95,7 +97,8 @@ def build_graph(checkpointer=None):
     builder.add_edge("evolver", "set_bar")
     builder.add_conditional_edges("validator", after_incumbent, ["set_bar", "generation"])
     builder.add_conditional_edges("set_bar", fan_out_candidates, ["candidate"])
-    builder.add_edge("candidate", "selector")
+    builder.add_edge("candidate", "finalist")
+    builder.add_edge("finalist", "selector")
     builder.add_conditional_edges("selector", after_selection, ["evolver", "validator", "generation"])
     builder.add_conditional_edges("generation", after_level)
     builder.add_edge("finalize", END)

@@ -74,3 +74,65 @@ def evidence_not_better(wins: int, losses: int, margin: float = 0.0) -> float:
 def threshold(confidence: float) -> float:
     """The evidence needed at this confidence: 1 / (1 - confidence) (10 at 0.9)."""
     return 1.0 / (1.0 - confidence)
+
+
+def spent_alpha(alpha: float, information: float) -> float:
+    """The share of alpha a test may have spent by this information fraction (items scored / pool).
+
+    The power family alpha * t^2 (Kim and DeMets): little is spent on the first items, where a
+    lead is mostly luck, so a candidate that needs the whole pool loses almost no power to the
+    looks before it.
+    """
+    return alpha * min(1.0, max(0.0, information)) ** 2
+
+
+class SpendingSignTest:
+    """An exact alpha-spending sign test of "the candidate is better", looked at after every dev item.
+
+    Under the null (a win at most as likely as a loss among discordant items) the signs of the
+    discordant items are fair coin flips at worst, whatever the items' order. After each item the
+    test rejects when the wins reach the smallest count whose chance, on the paths not rejected at
+    an earlier look, keeps the total rejected mass within spent_alpha(alpha, items / pool). The
+    mass is computed exactly (a distribution over the win count), so the chance of ever rejecting
+    a candidate that is not better is at most alpha, however many looks, and a stop for any other
+    reason (shown worse, not the finalist) only lowers it.
+    """
+
+    def __init__(self, alpha: float, pool: int):
+        self.alpha, self.pool = alpha, max(1, pool)
+        self.items = self.wins = self.discordant = 0
+        self.spent = 0.0
+        self.paths = [1.0]
+        """Under a fair coin: the chance of each win count over the discordant items so far, on paths not yet rejected."""
+        self.rejected = False
+
+    def add(self, incumbent_failed: bool, candidate_failed: bool) -> bool:
+        """Score one more item; True once the test has rejected (the candidate is shown better)."""
+        self.items += 1
+        if incumbent_failed != candidate_failed:
+            self.discordant += 1
+            self.wins += incumbent_failed
+            half = [p / 2 for p in self.paths]
+            self.paths = [a + b for a, b in zip(half + [0.0], [0.0] + half)]
+        budget = spent_alpha(self.alpha, self.items / self.pool) - self.spent
+        critical, tail = len(self.paths), 0.0
+        while critical > 0 and tail + self.paths[critical - 1] <= budget * (1 + 1e-12):
+            critical -= 1
+            tail += self.paths[critical]
+        self.spent += tail
+        self.paths[critical:] = [0.0] * (len(self.paths) - critical)
+        if self.discordant and self.wins >= critical:
+            self.rejected = True
+        return self.rejected
+
+
+def can_still_reject(alpha: float, wins: int, discordant: int, wins_left: int) -> bool:
+    """Whether a SpendingSignTest could still reject, with `wins_left` items left on which the candidate could win.
+
+    At any look the rejected wins have a fair-coin tail of at most alpha: that tail, less the paths
+    rejected earlier (at most the alpha spent before), fits the budget. The smallest tail the
+    candidate can reach is by winning every item left and losing none, so if even that tail
+    exceeds alpha no look can reject. Exact, not a heuristic: stopping on it changes no decision.
+    """
+    n, w = discordant + wins_left, wins + wins_left
+    return w > 0 and -math.expm1(_log_binomial_cdf(w - 1, n, 0.5)) <= alpha * (1 + 1e-12)

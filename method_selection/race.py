@@ -1,20 +1,22 @@
-"""The stop rules of a validation: when a candidate has been scored on enough dev items.
+"""The stop rules of a validation, and how a step picks from its candidates' records.
 
-Every method is scored on the same dev items in one order (`race_order`). `bar` holds the
-incumbent's outcome on each of them (True = failed), `outcomes` the candidate's on the first n.
-After each item `stop_verdict` says whether the candidate may stop, and why:
+Every method of a step is scored on the same dev items in one order. `bar` holds the
+incumbent's outcome on each of them (True = failed), a candidate's outcomes arrive one item at
+a time, and after each item its `Validation` says whether it may stop, and why:
 
 - full (the paper's rule): never before the last item.
-- exact: "cannot_win" once the candidate's failures reach the incumbent's total minus
-  (min_improvement - 1). It could then never fail min_improvement fewer items than the
-  incumbent, so stopping changes no decision, only the calls spent.
-- race: the paired test of `evidence`: "better" once the evidence for a higher win share
-  reaches m/(1-confidence) for the step's m candidates; "worse" once the evidence that its win
-  share is below 1/2 reaches 1/(1-confidence); "cannot_win" once even winning every remaining
-  item the incumbent failed could not make it "better". Only "better" can be adopted, so a step
-  adopts a method that is not better with probability at most 1 - confidence however many items
-  were looked at (Ville's inequality per candidate, Bonferroni over the m of them); the drop
-  rules only decide how soon a candidate stops costing calls.
+- exact: "cannot_win" once its failures reach the incumbent's total minus (min_improvement - 1).
+  It could then never fail min_improvement fewer items than the incumbent, so stopping changes
+  no decision, only the calls spent.
+- race, in two rounds. The heat: every candidate is scored on the first `heat` items. The
+  final: the candidate that failed fewest of them (the finalist) goes on to the end of the pool.
+  In both, the paired test of `evidence` decides: "better" once the alpha-spending sign test
+  rejects "not better" at 1 - confidence; "worse" once the evidence that its win share is
+  below 1/2 reaches 1/(1 - confidence). A candidate undecided at the end of its round stops
+  there ("heat", "complete"), and one that can no longer win any item stops ("cannot_win").
+  Only "better" is adopted. Each candidate's test errs at most
+  1 - confidence of the time however often it is looked at; stopping a candidate early, for
+  any reason, only lowers that.
 """
 
 from __future__ import annotations
@@ -22,9 +24,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from method_selection.evidence import evidence_better, evidence_not_better, threshold
+from method_selection.evidence import SpendingSignTest, can_still_reject, evidence_not_better, threshold
 
 SELECTIONS = ("race", "exact", "full")
+
+HEAT_SHARE = 5
+"""A race's heat is 1/HEAT_SHARE of the pool: enough items to rank m candidates roughly, few enough that
+the heat of m candidates costs about what one candidate's full pass does."""
+SMALLEST_HEAT_POOL = 50
+"""Below this pool a heat would be a handful of items, too few to rank anything: every candidate races the whole pool."""
+
+
+def heat_size(pool: int) -> int:
+    """The items every candidate of a race is scored on before one finalist goes on."""
+    return pool // HEAT_SHARE if pool >= SMALLEST_HEAT_POOL else pool
+
 
 @dataclass(frozen=True)
 class RaceRule:
@@ -33,12 +47,6 @@ class RaceRule:
     selection: str = "race"
     confidence: float = 0.9
     min_improvement: int = 1
-    candidates: int = 1
-    """Candidates of the step: each is tested at (1 - confidence) / candidates, so that the step as a
-    whole adopts a method that is not better with probability at most 1 - confidence (Bonferroni)."""
-
-    def adoption_threshold(self) -> float:
-        return threshold(self.confidence) * self.candidates
 
 
 def paired_record(bar: list[bool], outcomes: list[bool]) -> tuple[int, int]:
@@ -48,25 +56,66 @@ def paired_record(bar: list[bool], outcomes: list[bool]) -> tuple[int, int]:
     return wins, losses
 
 
-def stop_verdict(rule: RaceRule, bar: list[bool], outcomes: list[bool]) -> str | None:
-    """Why the candidate may stop after len(outcomes) items, or None to go on ("complete" at the end)."""
-    n = len(outcomes)
-    if rule.selection == "exact" and sum(outcomes) >= sum(bar) - rule.min_improvement + 1:
-        return "cannot_win"
-    if rule.selection == "race":
-        wins, losses = paired_record(bar, outcomes)
-        needed = rule.adoption_threshold()
-        if evidence_better(wins, losses) >= needed:
-            return "better"
-        if evidence_not_better(wins, losses) >= threshold(rule.confidence):
-            return "worse"
-        if evidence_better(wins + sum(bar[n:]), losses) < needed:
-            return "cannot_win"
-    return "complete" if n >= len(bar) else None
+class Validation:
+    """One candidate's stop rule, fed its outcomes in the step's order; `limit` ends its round."""
+
+    def __init__(self, rule: RaceRule, bar: list[bool], limit: int | None = None):
+        self.rule, self.bar = rule, bar
+        self.limit = len(bar) if limit is None else min(limit, len(bar))
+        self.outcomes: list[bool] = []
+        self.test = SpendingSignTest(1 - rule.confidence, len(bar))
+        self.wins = self.losses = 0
+        self.verdict: str | None = None if self.limit else "complete"
+        if self.verdict is None and rule.selection != "full" and sum(bar) < rule.min_improvement:
+            self.verdict = "cannot_win"  # an incumbent that fails (almost) nothing cannot be beaten: spend no item
+
+    def add(self, failed: bool) -> str | None:
+        """The verdict after one more item, or None to go on."""
+        incumbent = self.bar[len(self.outcomes)]
+        self.outcomes.append(failed)
+        self.wins += incumbent and not failed
+        self.losses += failed and not incumbent
+        better = self.test.add(incumbent, failed)
+        n, rule = len(self.outcomes), self.rule
+        if rule.selection == "exact" and sum(self.outcomes) >= sum(self.bar) - rule.min_improvement + 1:
+            self.verdict = "cannot_win"
+        elif rule.selection == "race" and better:
+            self.verdict = "better"
+        elif rule.selection == "race" and evidence_not_better(self.wins, self.losses) >= threshold(rule.confidence):
+            self.verdict = "worse"
+        elif rule.selection == "race" and not can_still_reject(self.test.alpha, self.wins, self.test.discordant,
+                                                               sum(self.bar[n:])):
+            self.verdict = "cannot_win"
+        elif n >= len(self.bar):
+            self.verdict = "complete"
+        elif n >= self.limit:
+            self.verdict = "heat"
+        return self.verdict
+
+    def feed(self, outcomes: list[bool]) -> str | None:
+        """The verdict after `outcomes`, a longer prefix of the same sequence than it was fed before."""
+        for failed in outcomes[len(self.outcomes):]:
+            if self.verdict is not None:
+                break
+            self.add(failed)
+        return self.verdict
+
+
+def stop_rule(rule: RaceRule, bar: list[bool], limit: int | None = None,
+              earlier: list[bool] = ()) -> Callable[[list[bool]], str | None]:
+    """A stop function over growing prefixes of the outcomes after `earlier` (a round already scored)."""
+    validation = Validation(rule, bar, limit)
+    validation.feed(list(earlier))
+    return lambda outcomes: validation.feed(list(earlier) + list(outcomes))
+
+
+def stop_verdict(rule: RaceRule, bar: list[bool], outcomes: list[bool], limit: int | None = None) -> str | None:
+    """Why the candidate stops after `outcomes`, or None to go on: the pure form of `Validation`."""
+    return Validation(rule, bar, limit).feed(outcomes)
 
 
 def race_order(case_ids: list[int], selected_on: list[int] | None) -> list[int]:
-    """The dev order for a step: the items that did not select the incumbent first, those that did last.
+    """The dev order for a race step: the items that did not select the incumbent first, those that did last.
 
     The incumbent was adopted because it did well on the items it was raced on; comparing the
     next candidates there first would hold them to its luck (the winner's curse).
@@ -75,14 +124,16 @@ def race_order(case_ids: list[int], selected_on: list[int] | None) -> list[int]:
     return [i for i in case_ids if i not in chosen] + [i for i in case_ids if i in chosen]
 
 
-def failures_first(case_ids: list[int], failed: dict[int, bool]) -> list[int]:
-    """exact's order: the items the incumbent failed first, each group in the seeded dev order.
+def hardest_first(case_ids: list[int], failed: dict[int, bool], failure_share: dict[int, float]) -> list[int]:
+    """exact's order: the items most often failed by every method scored so far first; then those the
+    incumbent failed; then the seeded dev order.
 
-    A candidate about as good as the incumbent tends to fail those too, so it reaches the count it
-    cannot beat sooner; exact pruning gives the same decision in any order fixed before the
-    candidates answer. Never for a race: there the first discordant items would all be wins.
+    A candidate tends to fail what other revisions of the same method failed, so it reaches the
+    count it cannot beat sooner. Exact pruning gives the same decision in any order fixed before
+    the candidates answer. Never for a race: there the first discordant items would all be wins.
     """
-    return [i for i in case_ids if failed[i]] + [i for i in case_ids if not failed[i]]
+    rank = {case_id: n for n, case_id in enumerate(case_ids)}
+    return sorted(case_ids, key=lambda i: (-failure_share.get(i, 0.0), not failed[i], rank[i]))
 
 
 @dataclass(frozen=True)
@@ -96,11 +147,21 @@ class RaceResult:
     losses: int
     verdict: str
 
+    @property
+    def lead(self) -> float:
+        """Wins minus losses per item scored: how far ahead of the incumbent it looks."""
+        return (self.wins - self.losses) / max(1, self.items)
 
-def race_result(method_id: str, rule: RaceRule, bar: list[bool], outcomes: list[bool]) -> RaceResult:
+
+def race_result(method_id: str, rule: RaceRule, bar: list[bool], outcomes: list[bool], limit: int | None = None) -> RaceResult:
     wins, losses = paired_record(bar, outcomes)
-    verdict = stop_verdict(rule, bar, outcomes) or "complete"
+    verdict = stop_verdict(rule, bar, outcomes, limit) or "complete"
     return RaceResult(method_id, sum(outcomes), len(outcomes), wins, losses, verdict)
+
+
+def finalist(results: list[RaceResult]) -> RaceResult | None:
+    """The candidate undecided after the heat that failed fewest of its items (ties: the first sample)."""
+    return min((r for r in results if r.verdict == "heat"), key=lambda r: r.failures, default=None)
 
 
 def adoptable(rule: RaceRule, incumbent_failures: int, result: RaceResult) -> bool:
@@ -114,17 +175,30 @@ def choose(rule: RaceRule, incumbent_failures: int, results: list[RaceResult]) -
     """The candidate to adopt, or None to keep the incumbent.
 
     full and exact: the fewest failures over the whole dev set (ties: the first sample).
-    race: among those shown better, the largest lead (wins - losses) per item raced.
+    race: among those shown better, the largest lead per item raced.
     """
     winners = [r for r in results if adoptable(rule, incumbent_failures, r)]
     if rule.selection == "race":
-        return max(winners, key=lambda r: (r.wins - r.losses) / max(1, r.items), default=None)
+        return max(winners, key=lambda r: r.lead, default=None)
     return min(winners, key=lambda r: r.failures, default=None)
 
 
-def simulate(rule: RaceRule, bar: list[bool], outcome_of: Callable[[int], bool]) -> list[bool]:
-    """A candidate's outcomes item by item (in `bar`'s order) until the rule stops it; for the bench."""
-    outcomes: list[bool] = []
-    while stop_verdict(rule, bar, outcomes) is None:
+def next_parent(results: list[RaceResult]) -> RaceResult | None:
+    """A race that adopted nothing: the candidate the next step revises, or None to revise the same method again.
+
+    The one that looks furthest ahead of the incumbent, if any looks ahead at all and was not
+    shown worse. Gains too small to show in one step add up over a few: its revisions are
+    raced against the incumbent too, and the first shown better is adopted. Nothing is
+    adopted on looks alone.
+    """
+    ahead = [r for r in results if r.verdict != "worse" and r.wins > r.losses]
+    return max(ahead, key=lambda r: r.lead, default=None)
+
+
+def simulate(rule: RaceRule, bar: list[bool], outcome_of: Callable[[int], bool], limit: int | None = None,
+             earlier: list[bool] = ()) -> list[bool]:
+    """A candidate's outcomes item by item (in `bar`'s order) until its round stops it; for the bench and the plan."""
+    outcomes, stop = list(earlier), stop_rule(rule, bar, limit, earlier)
+    while stop(outcomes[len(earlier):]) is None:
         outcomes.append(outcome_of(len(outcomes)))
     return outcomes

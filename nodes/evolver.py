@@ -36,9 +36,10 @@ async def _trajectory(case: Case, method: str, loop: int, resources) -> Trajecto
 
 @timed("optimization")
 async def evolver(state: WorkflowState, config: RunnableConfig) -> dict:
-    """Reads train, step and method; writes this step's batch and trajectories."""
+    """Reads train, step and the method the step revises (the incumbent, or a race's parent); writes this
+    step's batch and trajectories."""
     resources = resources_from(config)
     settings = resources.settings
     batch = sample_batch(state.train, settings.batch_size, settings.seed, state.step)
-    trajectories = await gather_or_cancel(_trajectory(c, state.method, settings.loop, resources) for c in batch)
+    trajectories = await gather_or_cancel(_trajectory(c, state.parent_method or state.method, settings.loop, resources) for c in batch)
     return {"batch": batch, "trajectories": list(trajectories)}

@@ -5,9 +5,8 @@ from __future__ import annotations
 from langchain_core.runnables import RunnableConfig
 
 from resources import emit, resources_from, timed
-from method_selection.evidence import evidence_better
-from method_selection.race import RaceResult, RaceRule, choose, failures_first, race_order
-from nodes.validator import failed, race_rule
+from method_selection.race import RaceResult, RaceRule, choose, hardest_first, next_parent, race_order
+from nodes.validator import failed, race_record, race_rule
 from state import MethodScore, StepRecord, WorkflowState
 
 
@@ -57,12 +56,29 @@ def _decision(best: MethodScore | None, incumbent: MethodScore, min_improvement:
                    f"gain {incumbent['complexity_gain']:.2f})")
 
 
+def failure_shares(state: WorkflowState) -> dict[int, float]:
+    """Per dev item, the share of the methods scored on it so far (e0, every candidate, the incumbent) that failed it."""
+    scores = [state.e0_score, state.method_score] + [c.get("score") for step in state.history
+                                                     for c in step["candidates"]]
+    widest: dict[str, MethodScore] = {}
+    for score in filter(None, scores):  # one method once: its score with the most items
+        if len(score.get("examples") or []) > len((widest.get(score["method_id"]) or {}).get("examples") or []):
+            widest[score["method_id"]] = score
+    tally: dict[int, list[int]] = {}
+    for score in widest.values():
+        for example in score.get("examples") or []:
+            counts = tally.setdefault(example["case_id"], [0, 0])
+            counts[0] += failed(example)
+            counts[1] += 1
+    return {case_id: fails / seen for case_id, (fails, seen) in tally.items()}
+
+
 def step_order(state: WorkflowState, selection: str, failed_by_id: dict[int, bool]) -> list[int]:
-    """The dev order of this step: seeded for full; the incumbent's failures first for exact; for a
+    """The dev order of this step: seeded for full; the items failed most so far first for exact; for a
     race, the items that selected the incumbent last (method_selection.race)."""
     case_ids = [case["case_id"] for case in state.dev]
     if selection == "exact":
-        return failures_first(case_ids, failed_by_id)
+        return hardest_first(case_ids, failed_by_id, failure_shares(state))
     if selection == "race":
         return race_order(case_ids, (state.method_score or {}).get("selected_on"))
     return case_ids
@@ -84,13 +100,6 @@ def stop_reason(step: int, stale_steps: int, max_steps: int, patience: int) -> s
     return ""
 
 
-def race_record(score: MethodScore) -> RaceResult:
-    """A candidate's validation as method_selection sees it (a score without a race record was fully scored)."""
-    race = score.get("race") or {}
-    return RaceResult(score["method_id"], failed_items(score), score["dev_size"], race.get("wins", 0),
-                      race.get("losses", 0), race.get("verdict", "complete"))
-
-
 def race_line(result: RaceResult) -> str:
     """s1c0 worse after 34 items (3 wins, 12 losses)."""
     if result.items == 0 and result.verdict == "cannot_win":
@@ -108,13 +117,11 @@ def race_decision(rule: RaceRule, incumbent: MethodScore, results: list[RaceResu
         lines = "; ".join(map(race_line, results)) or "no candidate could be validated"
         return None, (f"no candidate shown better than {incumbent['method_id']} at confidence {rule.confidence}: "
                       f"{lines}; kept {incumbent['method_id']}")
-    evidence = evidence_better(chosen.wins, chosen.losses)
     left = pool - chosen.items
     after = f"re-estimated on the other {left} dev items" if left else "no dev item is left to re-estimate it on"
     return chosen, (f"{chosen.method_id} is better than {incumbent['method_id']}: {chosen.wins} wins, {chosen.losses} "
-                    f"losses over {chosen.items} paired dev items (evidence {evidence:.1f} >= "
-                    f"{rule.adoption_threshold():.0f} for confidence {rule.confidence} over {rule.candidates} "
-                    f"candidates); failure rate "
+                    f"losses over {chosen.items} paired dev items (the sign test rejected 'not better' at "
+                    f"{1 - rule.confidence:.2g}, alpha spent over the pool of {pool}); failure rate "
                     f"{chosen.failures / max(1, chosen.items):.3f} on them; {after}")
 
 
@@ -151,25 +158,51 @@ def savings_line(summary: dict) -> str:
             f"full evaluation ({summary['candidate_calls']} calls)")
 
 
+def parent_update(state: WorkflowState, results: list[RaceResult], adopted: bool) -> dict:
+    """The method the next step revises: the incumbent after an adoption; after a race that adopted
+    nothing, the candidate furthest ahead of it, if one looks ahead (method_selection.race.next_parent)."""
+    if adopted:
+        return {"parent_method": "", "parent_id": "", "parent_score": None}
+    ahead = next_parent(results)
+    if ahead is None:
+        return {}
+    methods = {c["method_id"]: c["text"] for c in state.candidates}
+    score = next(s for s in race_scores(state) if s["method_id"] == ahead.method_id)
+    return {"parent_method": methods[ahead.method_id], "parent_id": ahead.method_id, "parent_score": score}
+
+
+def race_scores(state: WorkflowState) -> list[MethodScore]:
+    """This step's candidate scores, the finalist's over its heat and final together."""
+    finalist = state.finalist or {}
+    return [finalist if s["method_id"] == finalist.get("method_id") else s
+            for s in state.scores if s["method_id"] != state.method_id]
+
+
 @timed("optimization")
 async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
-    """Reads this step's candidates and scores and the incumbent's; writes the kept method, the step's
-    history and clears the step."""
+    """Reads this step's candidates and scores (the finalist's too) and the incumbent's; writes the kept
+    method, the method the next step revises, the step's history, and clears the step."""
     settings = resources_from(config).settings
     rule = race_rule(settings)
     incumbent = state.method_score
-    candidate_scores = [s for s in state.scores if s["method_id"] != state.method_id]
+    candidate_scores = race_scores(state)
     by_id = {s["method_id"]: s for s in candidate_scores}
+    results = [race_record(s) for s in candidate_scores]
     if rule.selection == "race":
-        chosen, decision = race_decision(rule, incumbent, [race_record(s) for s in candidate_scores], len(state.dev))
+        chosen, decision = race_decision(rule, incumbent, results, len(state.dev))
         kept = {**by_id[chosen.method_id], "selected_on": state.race_order[:chosen.items]} if chosen else incumbent
     else:
         best, decision = exact_decision(rule, incumbent, candidate_scores)
         kept = best or incumbent
     adopt = kept is not incumbent
+    parent = parent_update(state, results, adopt) if rule.selection == "race" else {}
+    if parent.get("parent_id"):
+        decision += (f"; the next step revises {parent['parent_id']}, which leads "
+                     f"{state.method_id} by {by_id[parent['parent_id']]['race']['wins']} wins to "
+                     f"{by_id[parent['parent_id']]['race']['losses']} losses so far")
     methods = {c["method_id"]: c["text"] for c in state.candidates}
     step = state.step + 1
-    stale = 0 if adopt else state.stale_steps + 1
+    stale = 0 if adopt or parent.get("parent_id") else state.stale_steps + 1
     record = StepRecord(
         step=step, batch_row_ids=[c["row_id"] for c in state.batch], trajectories=state.trajectories,
         feedback=state.feedback,
@@ -177,10 +210,11 @@ async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
         incumbent={"method_id": incumbent["method_id"], "score": incumbent},
         kept_method_id=kept["method_id"], decision=decision, selection=rule.selection,
         validation=validation_savings(candidate_scores, len(state.dev)),
+        revised=state.parent_id or state.method_id,
     )
     update = {
-        "step": step, "stale_steps": stale, "history": state.history + [record],
-        "method_score": kept, "feedback": None, "candidates": None, "scores": None,
+        "step": step, "stale_steps": stale, "history": state.history + [record], **parent,
+        "method_score": kept, "feedback": None, "candidates": None, "scores": None, "finalist": None,
         "stop_reason": stop_reason(step, stale, settings.max_steps, settings.patience),
     }
     if adopt:

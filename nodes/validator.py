@@ -15,7 +15,7 @@ from langchain_core.runnables import RunnableConfig
 
 from resources import RunResources, emit, resources_from, timed
 from method_selection.evidence import evidence_better
-from method_selection.race import RaceRule, paired_record, stop_verdict
+from method_selection.race import RaceResult, RaceRule, finalist, heat_size, paired_record, stop_rule
 from state import CandidateState, Case, MethodScore, WorkflowState
 from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
@@ -180,25 +180,64 @@ async def validator(state: WorkflowState, config: RunnableConfig) -> dict:
 
 
 def race_rule(settings) -> RaceRule:
-    return RaceRule(settings.selection, settings.selection_confidence, settings.min_improvement,
-                    settings.candidate_size)
+    return RaceRule(settings.selection, settings.selection_confidence, settings.min_improvement)
+
+
+def race_score(method_id: str, rule: RaceRule, bar: list[bool], results: list[dict], verdict: str,
+               pool: int) -> MethodScore:
+    """A candidate's score on the items it was scored on, with its paired record against the incumbent."""
+    wins, losses = paired_record(bar, outcomes_of(results))
+    score = summarize(method_id, results)
+    score["calls"] = calls_of(results)
+    score["race"] = {"selection": rule.selection, "verdict": verdict, "items": len(results), "pool": pool,
+                     "wins": wins, "losses": losses, "evidence_better": round(evidence_better(wins, losses), 4)}
+    return score
+
+
+def branch_window(resources: RunResources) -> int:
+    """The m branches share the LLM's slots: each keeps its share in flight, so few answers arrive past its stop."""
+    return math.ceil(resources.llms.evol.config.total_concurrency() / resources.settings.candidate_size)
 
 
 @timed("optimization")
 async def candidate_validator(state: CandidateState, config: RunnableConfig) -> dict:
     """Reads the branch's usable candidate, the dev cases in this step's order and the incumbent's
-    outcomes on them; writes its score on the items it was scored on, with its race record."""
+    outcomes on them; writes its score on the items it was scored on (a race: at most the heat), with
+    its race record."""
     resources = resources_from(config)
     candidate, rule = state.candidates[-1], race_rule(resources.settings)
     by_id = {case["case_id"]: case for case in state.dev}
     cases = [by_id[i] for i in state.race_order]
-    # The m branches share the LLM's slots: each keeps its share in flight, so few answers arrive past its stop.
-    window = math.ceil(resources.llms.evol.config.total_concurrency() / resources.settings.candidate_size)
+    limit = heat_size(len(cases)) if rule.selection == "race" else None
     results, verdict = await score_in_order(candidate["method_id"], candidate["text"], cases, resources,
-                                            lambda outcomes: stop_verdict(rule, state.bar, outcomes), window)
-    wins, losses = paired_record(state.bar, outcomes_of(results))
-    score = summarize(candidate["method_id"], results)
-    score["calls"] = calls_of(results)
-    score["race"] = {"selection": rule.selection, "verdict": verdict, "items": len(results), "pool": len(cases),
-                     "wins": wins, "losses": losses, "evidence_better": round(evidence_better(wins, losses), 4)}
-    return {"scores": [score]}
+                                            stop_rule(rule, state.bar, limit), branch_window(resources))
+    return {"scores": [race_score(candidate["method_id"], rule, state.bar, results, verdict, len(cases))]}
+
+
+def race_record(score: MethodScore) -> RaceResult:
+    """A candidate's validation as method_selection sees it (a score without a race record was fully scored)."""
+    race = score.get("race") or {}
+    return RaceResult(score["method_id"], round(score["failure_rate"] * score["dev_size"]), score["dev_size"],
+                      race.get("wins", 0), race.get("losses", 0), race.get("verdict", "complete"))
+
+
+@timed("optimization")
+async def finalist_validator(state: WorkflowState, config: RunnableConfig) -> dict:
+    """Reads the step's candidate scores after a race's heat, the dev order and the bar; writes the
+    finalist's score on the heat and the rest of the pool (nothing when no race or no finalist)."""
+    resources = resources_from(config)
+    rule = race_rule(resources.settings)
+    chosen = finalist([race_record(s) for s in state.scores]) if rule.selection == "race" else None
+    if chosen is None:
+        return {}
+    heat_score = next(s for s in state.scores if s["method_id"] == chosen.method_id)
+    text = next(c["text"] for c in state.candidates if c["method_id"] == chosen.method_id)
+    by_id = {case["case_id"]: case for case in state.dev}
+    cases = [by_id[i] for i in state.race_order]
+    earlier = [result_of(e) for e in heat_score["examples"]]
+    results, verdict = await score_in_order(chosen.method_id, text, cases[len(earlier):], resources,
+                                            stop_rule(rule, state.bar, None, outcomes_of(earlier)))
+    score = race_score(chosen.method_id, rule, state.bar, earlier + results, verdict, len(cases))
+    score["calls"] = heat_score.get("calls", 0) + calls_of(results)
+    score["race"]["heat"] = len(earlier)
+    return {"finalist": score}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from llm_access.config import LLMConfig
 
 from failure_checks.preflight import optimizes
-from method_selection.race import simulate
+from method_selection.race import finalist, heat_size, race_result, simulate
 from nodes.validator import race_rule
 from settings import RunSettings
 from failure_checks.rules import hangul_ratio
@@ -112,19 +112,25 @@ def _judge_plans(settings: RunSettings, validations: int, generated: float, judg
     return plans
 
 
-def expected_candidate_items(settings: RunSettings, rate: float = 0.2, trials: int = 20) -> float:
-    """Dev items a candidate is expected to be scored on before its stop rule ends it (issue 21).
+def expected_step_items(settings: RunSettings, rate: float = 0.2, trials: int = 20) -> float:
+    """Dev items one step's candidates are expected to be scored on before their stop rules end them (issue 21).
 
-    Modelled on a candidate as good as the kept method, both failing `rate` of the items
+    Modelled on candidates as good as the kept method, all failing `rate` of the items
     independently (the selection bench's e0): the common case, and the costly one for a race,
     since neither "better" nor "worse" comes quickly. Seeded, so a plan is the same every time.
     """
+    m, pool = settings.candidate_size, settings.dev_size
     if settings.selection == "full":
-        return float(settings.dev_size)
+        return float(m * pool)
     rule, rng, items = race_rule(settings), random.Random(0), 0
+    limit = heat_size(pool) if settings.selection == "race" else None
     for _ in range(trials):
-        bar = [rng.random() < rate for _ in range(settings.dev_size)]
-        items += len(simulate(rule, bar, lambda _item: rng.random() < rate))
+        bar = [rng.random() < rate for _ in range(pool)]
+        heats = [simulate(rule, bar, lambda _item: rng.random() < rate, limit) for _ in range(m)]
+        items += sum(map(len, heats))
+        best = finalist([race_result(str(n), rule, bar, h, limit) for n, h in enumerate(heats)])
+        if best is not None:
+            items += len(simulate(rule, bar, lambda _item: rng.random() < rate, None, heats[int(best.method_id)])) - best.items
     return items / trials
 
 
@@ -133,12 +139,18 @@ def validation_note(settings: RunSettings) -> str:
     if not optimizes(settings):
         return ""
     steps, m, pool = settings.max_steps, settings.candidate_size, settings.dev_size
-    per_candidate = expected_candidate_items(settings)
-    upper = 2 * (steps * m + 1) * pool
-    expected = round(2 * (steps * m * per_candidate + pool))
-    return (f"validation under --selection {settings.selection}: at most {upper} calls (every candidate on all "
-            f"{pool} dev items); expected about {expected}, if candidates are as good as the kept method "
-            f"(about {per_candidate:.0f} of {pool} items each, the kept method on all of them)")
+    per_step = expected_step_items(settings)
+    if settings.selection == "race":
+        heat = heat_size(pool)
+        # The heat of every candidate, the finalist's rest of the pool, an adopted method's held-out items.
+        upper = 2 * (steps * (m * heat + 2 * pool - heat) + pool)
+        scope = f"every candidate on the heat of {heat} items, the finalist and an adopted method on all {pool}"
+    else:
+        upper, scope = 2 * (steps * m + 1) * pool, f"every candidate on all {pool} dev items"
+    expected = round(2 * (steps * per_step + pool))
+    return (f"validation under --selection {settings.selection}: at most {upper} calls ({scope}); expected about "
+            f"{expected}, if candidates are as good as the kept method (about {per_step / m:.0f} of {pool} items "
+            f"per candidate, the kept method on all of them)")
 
 
 def format_plan(plans: list[PhasePlan]) -> str:

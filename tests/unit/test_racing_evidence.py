@@ -6,8 +6,9 @@ import random
 from fractions import Fraction
 from math import comb
 
-from method_selection.evidence import evidence_better, evidence_not_better, threshold
-from method_selection.race import RaceRule, RaceResult, choose, race_order, stop_verdict
+from method_selection.evidence import SpendingSignTest, evidence_better, evidence_not_better, spent_alpha, threshold
+from method_selection.race import (RaceResult, RaceRule, choose, finalist, hardest_first, next_parent, race_order,
+                                   simulate, stop_verdict)
 
 
 def closed_form_better(wins: int, losses: int) -> Fraction:
@@ -23,28 +24,22 @@ def test_the_evidence_is_the_exact_mixture_ratio():
     assert abs(threshold(0.9) - 10) < 1e-9 and evidence_better(5, 0) >= 10 > evidence_better(4, 0)
 
 
-def boundary(confidence: float, looks: int, candidates: int = 1) -> list[int]:
-    """For each number n of discordant items, the fewest wins at which the test adopts (n + 1: never)."""
-    needed, edge, wins = RaceRule("race", confidence, 1, candidates).adoption_threshold(), [], 0
-    for n in range(looks + 1):
-        wins = max(0, wins - 1)
-        while wins <= n and evidence_better(wins, n - wins) < needed:
-            wins += 1
-        edge.append(wins)
-    return edge
-
-
-def false_adoptions(p_win: float, confidence: float, runs: int, looks: int, seed: int = 7, candidates: int = 1) -> float:
-    """Share of runs (steps) in which any of `candidates` candidates with win share p_win is ever adopted,
-    each looked at after every item."""
-    edge, rng, adopted = boundary(confidence, looks, candidates), random.Random(seed), 0
+def false_adoptions(p_win: float, confidence: float, runs: int, pool: int, discordance: float = 0.25,
+                    seed: int = 7, candidates: int = 1) -> float:
+    """Share of runs in which any of `candidates` candidates is shown better, each looked at after every one of
+    `pool` items; a discordant item is a win with probability p_win."""
+    rng, adopted = random.Random(seed), 0
     for _ in range(runs):
         hit = False
         for _candidate in range(candidates):
-            wins = 0
-            for n in range(1, looks + 1):
-                wins += rng.random() < p_win
-                if wins >= edge[n]:
+            test = SpendingSignTest(1 - confidence, pool)
+            for _item in range(pool):
+                if rng.random() < discordance:
+                    win = rng.random() < p_win
+                    incumbent_failed, candidate_failed = win, not win
+                else:
+                    incumbent_failed = candidate_failed = rng.random() < 0.1
+                if test.add(incumbent_failed, candidate_failed):
                     hit = True
                     break
         adopted += hit
@@ -52,10 +47,9 @@ def false_adoptions(p_win: float, confidence: float, runs: int, looks: int, seed
 
 
 def test_looking_after_every_item_keeps_false_adoptions_below_one_minus_confidence():
-    for confidence in (0.9, 0.8):
-        for p_win in (0.5, 0.45):
-            rate = false_adoptions(p_win, confidence, runs=3000, looks=300)
-            assert rate <= 1 - confidence, (confidence, p_win, rate)
+    for confidence, p_win, tolerance in ((0.9, 0.5, 0.012), (0.8, 0.5, 0.016), (0.9, 0.45, 0.0)):
+        rate = false_adoptions(p_win, confidence, runs=3000, pool=200)
+        assert rate <= 1 - confidence + tolerance, (confidence, p_win, rate)  # tolerance: 2 SE of 3000 runs
     # A fixed-n one-sided test at the same level, applied after every item, is not valid: it adopts far more often.
     naive, rng = 0, random.Random(7)
     for _ in range(3000):
@@ -68,33 +62,30 @@ def test_looking_after_every_item_keeps_false_adoptions_below_one_minus_confiden
     assert naive / 3000 > 0.3
 
 
-def test_a_step_of_m_candidates_that_are_not_better_adopts_one_at_most_one_minus_confidence_of_the_time():
-    assert false_adoptions(0.5, 0.9, runs=600, looks=200, candidates=5) <= 0.1
-    # Without the division by m, five tests at 0.9 each would adopt one far more often.
-    edge, rng, hits = boundary(0.9, 200), random.Random(3), 0
-    for _ in range(600):
-        hits += any(any(w >= edge[n] for n, w in enumerate(_walk(rng, 200), start=1)) for _candidate in range(5))
-    assert hits / 600 > 0.2
-
-
-def _walk(rng, looks):
-    wins = 0
-    for _ in range(looks):
-        wins += rng.random() < 0.5
-        yield wins
+def test_the_spending_test_spends_its_whole_alpha_over_the_pool_and_no_more():
+    # Exact: the rejected mass after the last item is alpha (up to the discreteness of the last count) under a fair coin.
+    test = SpendingSignTest(0.1, 40)
+    for _ in range(40):
+        test.add(True, False)
+    assert 0.09 < test.spent <= 0.1 + 1e-12 and spent_alpha(0.1, 0.5) == 0.025
+    assert test.rejected
+    quiet = SpendingSignTest(0.1, 40)
+    assert not any(quiet.add(False, False) for _ in range(40))  # no discordant item: never shown better
 
 
 def test_a_truly_better_candidate_is_adopted():
-    assert false_adoptions(0.75, 0.9, runs=500, looks=200) > 0.95
+    assert false_adoptions(0.75, 0.9, runs=300, pool=200) > 0.95
 
 
 def test_stop_verdicts():
     bar = [True] * 6 + [False] * 14  # the incumbent fails 6 of 20
     race, exact = RaceRule("race", 0.9, 1), RaceRule("exact", 0.9, 1)
-    assert stop_verdict(race, bar, [False] * 5) == "better"  # 5 wins, no loss
-    assert stop_verdict(race, bar, [True] * 6 + [True] * 5) == "worse"  # 0 wins, 5 losses
-    assert stop_verdict(race, bar, [False] * 2 + [True] * 4 + [True] * 3) == "cannot_win"  # 2 wins + 0 left < 5
+    assert stop_verdict(race, [True] * 60 + [False] * 140, [False] * 30) == "better"  # 30 wins, no loss
+    assert stop_verdict(race, bar, [False] * 5) is None  # 5 wins on 5 of 20 items: too early to spend much alpha
+    assert stop_verdict(race, [False] * 5 + [True] * 40, [True] * 5) == "worse"  # 0 wins, 5 losses
+    assert stop_verdict(race, bar, [True] * 6) == "cannot_win"  # no win, and no item left the incumbent failed
     assert stop_verdict(race, bar, [False, True]) is None
+    assert stop_verdict(race, bar, [False, True, False], limit=3) == "heat"
     assert stop_verdict(exact, bar, [True] * 5) is None  # 5 failures: it may still end with fewer than 6
     assert stop_verdict(exact, bar, [False] * 6 + [True] * 5) is None
     assert stop_verdict(exact, bar, [False] * 6 + [True] * 6) == "cannot_win"
@@ -103,6 +94,43 @@ def test_stop_verdicts():
     assert stop_verdict(RaceRule("full"), bar, [True] * 20) == "complete"
     # An incumbent that fails nothing cannot be beaten: no item is spent on a candidate.
     assert stop_verdict(race, [False] * 20, []) == "cannot_win" and stop_verdict(exact, [False] * 20, []) == "cannot_win"
+
+
+def test_cannot_win_stops_only_candidates_no_continuation_could_show_better():
+    rng, race, stopped = random.Random(11), RaceRule("race", 0.9, 1), 0
+    for _ in range(300):
+        bar = [rng.random() < 0.3 for _ in range(60)]
+        outcomes = [rng.random() < 0.45 for _ in range(60)]
+        scored = simulate(race, bar, lambda k: outcomes[k])
+        if stop_verdict(race, bar, scored) != "cannot_win":
+            continue
+        stopped += 1
+        test = SpendingSignTest(0.1, 60)  # the best continuation: pass every item left
+        assert not any(test.add(i, c) for i, c in zip(bar, scored + [False] * (60 - len(scored))))
+    assert stopped > 30
+
+
+def test_a_round_continued_from_its_heat_decides_as_one_pass_over_the_pool():
+    rng = random.Random(5)
+    race = RaceRule("race", 0.9, 1)
+    for _ in range(200):
+        bar = [rng.random() < 0.25 for _ in range(100)]
+        outcomes = [rng.random() < 0.2 for _ in range(100)]
+        heat = simulate(race, bar, lambda k: outcomes[k], limit=20)
+        whole = simulate(race, bar, lambda k: outcomes[k])
+        if len(heat) == 20 and stop_verdict(race, bar, heat, limit=20) == "heat":
+            assert simulate(race, bar, lambda k: outcomes[k], None, heat) == whole
+        else:
+            assert heat == whole[:len(heat)]
+
+
+def test_the_finalist_and_the_next_parent():
+    results = [RaceResult("a", 9, 40, 3, 4, "heat"), RaceResult("b", 6, 40, 5, 3, "heat"),
+               RaceResult("c", 6, 40, 7, 4, "heat"), RaceResult("d", 2, 12, 0, 6, "worse")]
+    assert finalist(results).method_id == "b"  # fewest heat failures; ties: the first sample
+    assert finalist([RaceResult("d", 2, 12, 0, 6, "worse")]) is None
+    assert next_parent(results).method_id == "c"  # the largest lead per item among those ahead
+    assert next_parent([RaceResult("a", 9, 40, 3, 4, "heat"), RaceResult("d", 0, 12, 9, 0, "worse")]) is None
 
 
 def test_choose_adopts_only_shown_better_candidates_and_the_fewest_failures_otherwise():
@@ -121,3 +149,10 @@ def test_choose_adopts_only_shown_better_candidates_and_the_fewest_failures_othe
 def test_the_race_order_puts_the_items_that_selected_the_incumbent_last():
     assert race_order([0, 1, 2, 3, 4], None) == [0, 1, 2, 3, 4]
     assert race_order([0, 1, 2, 3, 4], [0, 1]) == [2, 3, 4, 0, 1]
+
+
+def test_exacts_order_puts_the_items_failed_most_first():
+    failed = {0: False, 1: True, 2: False, 3: True, 4: False}
+    shares = {0: 0.5, 1: 0.5, 2: 0.0, 3: 1.0, 4: 0.5}
+    # 3 (failed by all), then the 0.5s with the incumbent's failure (1) first, then the seeded order.
+    assert hardest_first([0, 1, 2, 3, 4], failed, shares) == [3, 1, 0, 4, 2]
