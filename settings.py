@@ -62,9 +62,9 @@ class RunSettings(BaseModel):
     min_improvement: Annotated[int, Field(ge=1), Flag("optimization")] = 1
     """Dev items a candidate must fail fewer than the kept method to replace it (1: the paper's rule); --selection exact and full."""
     selection: Annotated[str, Field(pattern="^(race|exact|full)$"), Flag("optimization")] = "exact"
-    """How a step's candidates are validated: exact (the paper's rule; a candidate stops once it can no longer win, the same decision with fewer calls), race (each is compared with the kept method item by item on growing slices of the dev set, stopped once it is shown worse or cannot win, adopted only once shown better: rarely wrong, but it keeps small true gains out) or full (the paper's rule: every candidate on every dev item)."""
+    """How a step's candidates are validated: exact (the paper's rule; a candidate stops once it can no longer win, the same decision with fewer calls), race (every candidate on a heat of a fifth of the dev pool, the best of it on to the end; each compared with the kept method item by item and adopted only once an alpha-spending sign test shows it better; when none is, the next step revises the one furthest ahead) or full (the paper's rule: every candidate on every dev item)."""
     selection_confidence: Annotated[float, Field(ge=0.5, lt=1.0), Flag("optimization")] = 0.9
-    """race: the confidence a candidate must be shown better with before it replaces the kept method; a method that is not better is adopted at most 1 - confidence of the time, however often the race looks."""
+    """race: the confidence a candidate must be shown better with before it replaces the kept method; a candidate that is not better is adopted at most 1 - confidence of the time, however often the race looks."""
     loop: Annotated[int, Field(ge=1), Flag("optimization")] = 2
     """Evolution rounds per trajectory, and generation levels."""
     method_file: Annotated[str | None, Flag("optimization")] = None

@@ -229,7 +229,10 @@ def race_rows(step_row: dict) -> list[list]:
         score = candidate.get("score") or {}
         race = score.get("race")
         if race:
-            rows.append([candidate.get("method_id"), race.get("verdict"), f"{race.get('items')} of {race.get('pool')}",
+            verdict = race.get("verdict")
+            if race.get("heat"):
+                verdict = f"{verdict} (finalist after the heat of {race['heat']})"
+            rows.append([candidate.get("method_id"), verdict, f"{race.get('items')} of {race.get('pool')}",
                          race.get("wins"), race.get("losses"), race.get("evidence_better"), score.get("calls")])
     return rows
 

@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 from llm_access.probe import PROBE_PROMPT
 
@@ -45,7 +47,7 @@ def _command(work: Path, base_url: str) -> list[str]:
     data = world_data(work / "data.jsonl", 80, seed=3)
     return [sys.executable, str(REPO / "run.py"), "--data-path", str(data), "--train-size", "20", "--dev-size", "60",
             "--batch-size", "4", "--candidate-size", "3", "--max-steps", "2", "--patience", "5", "--loop", "1",
-            "--test-run", "--diversity", "none", "--evol-llm-config", str(config), "--optim-llm-config", str(config),
+            "--test-run", "--selection", "race", "--diversity", "none", "--evol-llm-config", str(config), "--optim-llm-config", str(config),
             "--save-path", str(work / "out"), "--quiet"]
 
 
@@ -58,7 +60,8 @@ def _decisions(out: Path) -> tuple[list, str]:
     return [(s["kept_method_id"], s["decision"]) for s in run["history"]], run["method"]
 
 
-def test_a_race_killed_mid_validation_resumes_without_repeating_calls_and_decides_the_same(tmp_path):
+@pytest.mark.parametrize("kill_after", [20, 44], ids=["in-the-heat", "in-the-final"])
+def test_a_race_killed_mid_validation_resumes_without_repeating_calls_and_decides_the_same(tmp_path, kill_after):
     env = {**os.environ, "WORLD_KEY": "world"}
     world = World(5)
 
@@ -72,7 +75,7 @@ def test_a_race_killed_mid_validation_resumes_without_repeating_calls_and_decide
         server.close()
     assert done.returncode == 0, done.stderr[-2000:]
 
-    crashing = RecordingWorld(world, signal_after=25)
+    crashing = RecordingWorld(world, signal_after=kill_after)
     server = _serve(crashing)
     try:
         (tmp_path / "crash").mkdir()

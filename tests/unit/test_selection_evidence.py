@@ -161,7 +161,7 @@ def test_the_race_reaches_run_json_the_summary_the_report_and_progress(tmp_path,
     assert "was adopted on" in summary and "on the other" in summary
     write_report(out)
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert "evidence it is better" in page and "fewer than a full evaluation" in page
+    assert "evidence ratio it is better" in page and "fewer than a full evaluation" in page
     assert "re-estimated on the" in page
 
 
