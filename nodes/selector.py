@@ -105,8 +105,11 @@ def race_line(result: RaceResult) -> str:
     if result.items == 0 and result.verdict == "cannot_win":
         return (f"{result.method_id} not scored: even winning every dev item the incumbent failed would not "
                 "show it better (a larger --dev-size, or --selection full)")
-    verdict = result.verdict.replace("_", " ")
+    verdict = VERDICT_WORDS.get(result.verdict, result.verdict)
     return f"{result.method_id} {verdict} after {result.items} items ({result.wins} wins, {result.losses} losses)"
+
+
+VERDICT_WORDS = {"heat": "not the finalist", "complete": "undecided at the end of the pool", "cannot_win": "cannot win"}
 
 
 def race_decision(rule: RaceRule, incumbent: MethodScore, results: list[RaceResult],

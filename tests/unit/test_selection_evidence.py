@@ -181,3 +181,36 @@ def test_the_dry_run_plans_race_calls_an_upper_bound_and_an_expected_figure(tmp_
     full_upper = 2 * (10 * 5 + 1) * 50
     assert exact_upper == full_upper and race_expected < exact_expected < exact_upper
     assert figures(selection="full") == [full_upper, full_upper]
+
+
+def test_a_race_takes_one_finalist_past_the_heat_and_revises_the_candidate_furthest_ahead(tmp_path):
+    world = RatedWorld(0.5, [0.45, 0.4, 0.5, 0.55])
+    settings = make_settings(tmp_path, max_steps=3, patience=5, candidate_size=4, dev_size=50, batch_size=2,
+                             loop=1, test_run=True, selection="race")
+    history = run_workflow(settings, ScriptedChatModel(responder=world))["history"]
+    heat = 50 // 5
+    moved = 0
+    for step, following in zip(history, history[1:] + [None]):
+        scores = {c["method_id"]: c["score"] for c in step["candidates"] if c.get("score")}
+        past_heat = [i for i, s in scores.items() if s["dev_size"] > heat]
+        assert len(past_heat) <= 1  # one finalist at most; everyone else stops within the heat
+        if past_heat:
+            finalist = scores[past_heat[0]]
+            assert finalist["race"]["heat"] == heat
+            heat_failures = {i: sum(e["reason"] is not None for e in s["examples"][:heat]) for i, s in scores.items()
+                             if s["race"]["verdict"] == "heat" or i in past_heat}
+            assert heat_failures[past_heat[0]] == min(heat_failures.values())
+        if following is None:
+            continue
+        if step["kept_method_id"] != step["incumbent"]["method_id"]:
+            assert following["revised"] == step["kept_method_id"]  # an adopted method is revised next
+        elif "the next step revises" in step["decision"]:
+            parent = step["decision"].split("the next step revises ")[1].split(",")[0]
+            assert following["revised"] == parent and scores[parent]["race"]["wins"] > scores[parent]["race"]["losses"]
+            variant = [line for line in next(c["text"] for c in step["candidates"] if c["method_id"] == parent)
+                       .splitlines() if line.startswith("Variant")][-1]
+            assert all(variant in c["text"] for c in following["candidates"])  # its revisions, not the incumbent's
+            moved += 1
+        else:
+            assert following["revised"] == step["revised"]
+    assert moved >= 1  # this world has a step where a candidate leads without being shown better
