@@ -206,8 +206,8 @@ class WorkflowState:
     """This step's dev order (case ids): every candidate is scored in it (issue 21)."""
     bar: list[bool] = field(default_factory=list)
     """The incumbent's outcome on each item of that order (True: failed): what a candidate must beat."""
-    finalist: MethodScore | None = None
-    """A race's finalist: its score on the heat and the rest of the pool."""
+    raced: list[MethodScore] = field(default_factory=list)
+    """A race's candidates that went on past the heat: each one's score over all the rounds it ran."""
     parent_method: str = ""
     """The method the next step revises, when not the incumbent: under a race, a candidate that looks ahead of it."""
     parent_id: str = ""

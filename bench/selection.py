@@ -29,15 +29,15 @@ import statistics
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from method_selection.race import (RaceRule, choose, finalist, hardest_first, heat_size, next_parent,  # noqa: E402
-                                   race_order, race_result, simulate)
+from method_selection.race import (RaceRule, choose, hardest_first, next_parent, race_order,  # noqa: E402
+                                   simulate_step)
 
 DIFFICULTY_SD = 1.5
 REVISION_SD = 0.3
@@ -107,7 +107,8 @@ class Setting:
 
 SETTINGS = [Setting("full, dev 50", "full", 50, 5), Setting("exact, dev 50", "exact", 50, 5),
             Setting("full, dev 200", "full", 200, 5), Setting("exact, dev 200", "exact", 200, 5),
-            Setting("race, dev 200, m 5", "race", 200, 5), Setting("race, dev 200, m 10", "race", 200, 10)]
+            Setting("race, dev 200, m 5", "race", 200, 5), Setting("race, dev 200, m 10", "race", 200, 10),
+            Setting("race, dev 200, m 15", "race", 200, 15), Setting("race, dev 200, m 20", "race", 200, 20)]
 
 
 @dataclass
@@ -133,7 +134,6 @@ def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int =
     calls = {"trajectories": 0, "optimizer": 0, "validation": 0}
     calls["validation"] += sum(item_calls(f) for f in outcome.values())
     seen, stale = [incumbent.skill], 0
-    heat = heat_size(setting.dev) if setting.selection == "race" else None
     for step in range(1, steps + 1):
         calls["trajectories"] += batch
         calls["optimizer"] += 2 * setting.m
@@ -142,21 +142,13 @@ def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int =
                                                                                         lambda: pool)()
         bar = [outcome[i] for i in order]
         revised = parent or incumbent
-        candidates: dict[str, tuple[float, list[bool]]] = {}
-        for sample in range(setting.m):
-            key = f"{revised.key}>{step}.{sample}"
-            skill = world.revision_skill(revised.skill, key)
-            seen.append(skill)
-            fails = lambda k, key=key, skill=skill: world.fails(key, skill, f"dev{order[k]}")
-            candidates[key] = (skill, simulate(rule, bar, fails, heat))
-        results = [race_result(key, rule, bar, outcomes, heat) for key, (_, outcomes) in candidates.items()]
-        best = finalist(results) if setting.selection == "race" else None
-        if best is not None:
-            skill, heat_outcomes = candidates[best.method_id]
-            fails = lambda k, key=best.method_id, skill=skill: world.fails(key, skill, f"dev{order[k]}")
-            candidates[best.method_id] = (skill, simulate(rule, bar, fails, None, heat_outcomes))
-            results = [race_result(key, rule, bar, outcomes, None if key == best.method_id else heat)
-                       for key, (_, outcomes) in candidates.items()]
+        keys = [f"{revised.key}>{step}.{sample}" for sample in range(setting.m)]
+        skills = [world.revision_skill(revised.skill, key) for key in keys]
+        seen.extend(skills)
+        step_records = simulate_step(rule, bar, lambda c, k: world.fails(keys[c], skills[c], f"dev{order[k]}"),
+                                     setting.m)
+        results = [replace(record, method_id=keys[c]) for c, (record, _) in enumerate(step_records)]
+        candidates = {keys[c]: (skills[c], outcomes) for c, (_, outcomes) in enumerate(step_records)}
         for key, (_, outcomes) in candidates.items():
             calls["validation"] += sum(map(item_calls, outcomes))
             scored[key] = dict(zip(order, outcomes))

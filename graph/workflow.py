@@ -2,7 +2,8 @@
 
     load_data -> evolver + validator (the incumbent, e0, on every dev item) -> set_bar
     set_bar -> candidate x m (Send; subgraph: analyzer -> optimizer -> gate -> validator)
-            -> finalist (a race: the best of the heat goes on to the end of the pool) -> selector
+            -> later_rounds (a race: the better half goes on, round by round, the last to the pool's end)
+            -> selector
     selector --go on--> evolver (+ validator when a race adopted a method on part of the dev set)
              --stop----> (validator ->) generation (once per level) --more levels--> generation
                                                                    --done--------> finalize
@@ -30,7 +31,7 @@ from nodes.evolver import evolver
 from nodes.finalizer import finalize
 from nodes.loader import load_data
 from nodes.selector import selector, set_bar
-from nodes.validator import finalist_validator, missing_cases, validator
+from nodes.validator import later_rounds, missing_cases, validator
 from settings import RunSettings
 from resources import resources_from
 from state import CandidateTask, RunInput, WorkflowState
@@ -86,7 +87,7 @@ def build_graph(checkpointer=None):
     builder.add_node("candidate", build_candidate_graph())
     builder.add_node("validator", validator, retry_policy=NODE_RETRY)
     builder.add_node("set_bar", set_bar)
-    builder.add_node("finalist", finalist_validator, retry_policy=NODE_RETRY)
+    builder.add_node("later_rounds", later_rounds, retry_policy=NODE_RETRY)
     builder.add_node("selector", selector)
     builder.add_node("generation", build_generation_graph())
     builder.add_node("finalize", finalize)
@@ -97,8 +98,8 @@ def build_graph(checkpointer=None):
     builder.add_edge("evolver", "set_bar")
     builder.add_conditional_edges("validator", after_incumbent, ["set_bar", "generation"])
     builder.add_conditional_edges("set_bar", fan_out_candidates, ["candidate"])
-    builder.add_edge("candidate", "finalist")
-    builder.add_edge("finalist", "selector")
+    builder.add_edge("candidate", "later_rounds")
+    builder.add_edge("later_rounds", "selector")
     builder.add_conditional_edges("selector", after_selection, ["evolver", "validator", "generation"])
     builder.add_conditional_edges("generation", after_level)
     builder.add_edge("finalize", END)

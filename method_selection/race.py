@@ -8,9 +8,10 @@ a time, and after each item its `Validation` says whether it may stop, and why:
 - exact: "cannot_win" once its failures reach the incumbent's total minus (min_improvement - 1).
   It could then never fail min_improvement fewer items than the incumbent, so stopping changes
   no decision, only the calls spent.
-- race, in two rounds. The heat: every candidate is scored on the first `heat` items. The
-  final: the candidate that failed fewest of them (the finalist) goes on to the end of the pool.
-  In both, the paired test of `evidence` decides: "better" once the alpha-spending sign test
+- race, in rounds of successive halving (`race_rounds`). The heat: every candidate is scored on
+  the first pool / m items. After each round the better half of the undecided (by failures on
+  the same items) goes on with twice the items, and the last one to the end of the pool.
+  In every round the paired test of `evidence` decides: "better" once the alpha-spending sign test
   rejects "not better" at 1 - confidence; "worse" once the evidence that its win share is
   below 1/2 reaches 1/(1 - confidence). A candidate undecided at the end of its round stops
   there ("heat", "complete"), and one that can no longer win any item stops ("cannot_win").
@@ -28,16 +29,32 @@ from method_selection.evidence import SpendingSignTest, can_still_reject, eviden
 
 SELECTIONS = ("race", "exact", "full")
 
-HEAT_SHARE = 5
-"""A race's heat is 1/HEAT_SHARE of the pool: enough items to rank m candidates roughly, few enough that
-the heat of m candidates costs about what one candidate's full pass does."""
 SMALLEST_HEAT_POOL = 50
-"""Below this pool a heat would be a handful of items, too few to rank anything: every candidate races the whole pool."""
+"""Below this pool a first round would be a handful of items, too few to rank anything: every candidate
+races the whole pool."""
 
 
-def heat_size(pool: int) -> int:
-    """The items every candidate of a race is scored on before one finalist goes on."""
-    return pool // HEAT_SHARE if pool >= SMALLEST_HEAT_POOL else pool
+def race_rounds(pool: int, candidates: int) -> list[tuple[int, int]]:
+    """A race's rounds (successive halving): (the items a round ends at, the candidates that go on after it).
+
+    The first round (the heat) gives every candidate pool / m items, so it costs about one full pass;
+    each later one doubles the items and halves the candidates, and the last candidate goes on to the
+    end of the pool, where the test has the most to go on. 200 items, m = 10: 20 each, 5 to 40,
+    2 to 80, 1 to 200.
+    """
+    if pool < SMALLEST_HEAT_POOL or candidates <= 1:
+        return [(pool, 0)]
+    rounds, alive, limit = [], candidates, max(1, pool // candidates)
+    while alive > 1 and limit < pool:
+        alive //= 2
+        rounds.append((limit, alive))
+        limit *= 2
+    return rounds + [(pool, 0)]
+
+
+def heat_size(pool: int, candidates: int) -> int:
+    """The items every candidate of a race is scored on before the best go on."""
+    return race_rounds(pool, candidates)[0][0]
 
 
 @dataclass(frozen=True)
@@ -159,9 +176,10 @@ def race_result(method_id: str, rule: RaceRule, bar: list[bool], outcomes: list[
     return RaceResult(method_id, sum(outcomes), len(outcomes), wins, losses, verdict)
 
 
-def finalist(results: list[RaceResult]) -> RaceResult | None:
-    """The candidate undecided after the heat that failed fewest of its items (ties: the first sample)."""
-    return min((r for r in results if r.verdict == "heat"), key=lambda r: r.failures, default=None)
+def go_on(results: list[RaceResult], keep: int) -> list[RaceResult]:
+    """The `keep` candidates undecided at the end of a round that failed fewest of its items (ties: the first sample)."""
+    undecided = [r for r in results if r.verdict == "heat"]
+    return sorted(undecided, key=lambda r: r.failures)[:keep]
 
 
 def adoptable(rule: RaceRule, incumbent_failures: int, result: RaceResult) -> bool:
@@ -202,3 +220,19 @@ def simulate(rule: RaceRule, bar: list[bool], outcome_of: Callable[[int], bool],
     while stop(outcomes[len(earlier):]) is None:
         outcomes.append(outcome_of(len(outcomes)))
     return outcomes
+
+
+def simulate_step(rule: RaceRule, bar: list[bool], outcome_of: Callable[[int, int], bool],
+                  candidates: int) -> list[tuple[RaceResult, list[bool]]]:
+    """Every candidate's record and outcomes after one step, as the workflow validates them (the heat in
+    the branches, later rounds in `later_rounds`); outcome_of(candidate, item). A record's method_id is its index."""
+    rounds = race_rounds(len(bar), candidates) if rule.selection == "race" else [(len(bar), 0)]
+    outcomes: list[list[bool]] = [[] for _ in range(candidates)]
+    records: dict[int, RaceResult] = {}
+    alive = list(range(candidates))
+    for limit, keep in rounds:
+        for c in alive:
+            outcomes[c] = simulate(rule, bar, lambda k, c=c: outcome_of(c, k), limit, outcomes[c])
+            records[c] = race_result(str(c), rule, bar, outcomes[c], limit)
+        alive = [int(r.method_id) for r in go_on([records[c] for c in alive], keep)]
+    return [(records[c], outcomes[c]) for c in range(candidates)]

@@ -109,7 +109,7 @@ def race_line(result: RaceResult) -> str:
     return f"{result.method_id} {verdict} after {result.items} items ({result.wins} wins, {result.losses} losses)"
 
 
-VERDICT_WORDS = {"heat": "not the finalist", "complete": "undecided at the end of the pool", "cannot_win": "cannot win"}
+VERDICT_WORDS = {"heat": "out after its round", "complete": "undecided at the end of the pool", "cannot_win": "cannot win"}
 
 
 def race_decision(rule: RaceRule, incumbent: MethodScore, results: list[RaceResult],
@@ -175,15 +175,14 @@ def parent_update(state: WorkflowState, results: list[RaceResult], adopted: bool
 
 
 def race_scores(state: WorkflowState) -> list[MethodScore]:
-    """This step's candidate scores, the finalist's over its heat and final together."""
-    finalist = state.finalist or {}
-    return [finalist if s["method_id"] == finalist.get("method_id") else s
-            for s in state.scores if s["method_id"] != state.method_id]
+    """This step's candidate scores; a race's candidates that went on past the heat over all their rounds."""
+    raced = {s["method_id"]: s for s in state.raced}
+    return [raced.get(s["method_id"], s) for s in state.scores if s["method_id"] != state.method_id]
 
 
 @timed("optimization")
 async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
-    """Reads this step's candidates and scores (the finalist's too) and the incumbent's; writes the kept
+    """Reads this step's candidates and scores (over every round they raced) and the incumbent's; writes the kept
     method, the method the next step revises, the step's history, and clears the step."""
     settings = resources_from(config).settings
     rule = race_rule(settings)
@@ -217,7 +216,7 @@ async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
     )
     update = {
         "step": step, "stale_steps": stale, "history": state.history + [record], **parent,
-        "method_score": kept, "feedback": None, "candidates": None, "scores": None, "finalist": None,
+        "method_score": kept, "feedback": None, "candidates": None, "scores": None, "raced": [],
         "stop_reason": stop_reason(step, stale, settings.max_steps, settings.patience),
     }
     if adopt:

@@ -14,8 +14,9 @@ from typing import Callable
 from langchain_core.runnables import RunnableConfig
 
 from resources import RunResources, emit, resources_from, timed
+from nodes.sibling_calls import gather_or_cancel
 from method_selection.evidence import evidence_better
-from method_selection.race import RaceResult, RaceRule, finalist, heat_size, paired_record, stop_rule
+from method_selection.race import RaceResult, RaceRule, go_on, heat_size, paired_record, race_rounds, stop_rule
 from state import CandidateState, Case, MethodScore, WorkflowState
 from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
@@ -208,7 +209,7 @@ async def candidate_validator(state: CandidateState, config: RunnableConfig) -> 
     candidate, rule = state.candidates[-1], race_rule(resources.settings)
     by_id = {case["case_id"]: case for case in state.dev}
     cases = [by_id[i] for i in state.race_order]
-    limit = heat_size(len(cases)) if rule.selection == "race" else None
+    limit = heat_size(len(cases), resources.settings.candidate_size) if rule.selection == "race" else None
     results, verdict = await score_in_order(candidate["method_id"], candidate["text"], cases, resources,
                                             stop_rule(rule, state.bar, limit), branch_window(resources))
     return {"scores": [race_score(candidate["method_id"], rule, state.bar, results, verdict, len(cases))]}
@@ -221,23 +222,42 @@ def race_record(score: MethodScore) -> RaceResult:
                       race.get("wins", 0), race.get("losses", 0), race.get("verdict", "complete"))
 
 
-@timed("optimization")
-async def finalist_validator(state: WorkflowState, config: RunnableConfig) -> dict:
-    """Reads the step's candidate scores after a race's heat, the dev order and the bar; writes the
-    finalist's score on the heat and the rest of the pool (nothing when no race or no finalist)."""
-    resources = resources_from(config)
-    rule = race_rule(resources.settings)
-    chosen = finalist([race_record(s) for s in state.scores]) if rule.selection == "race" else None
-    if chosen is None:
-        return {}
-    heat_score = next(s for s in state.scores if s["method_id"] == chosen.method_id)
-    text = next(c["text"] for c in state.candidates if c["method_id"] == chosen.method_id)
+async def _race_on(score: MethodScore, text: str, rule: RaceRule, state: WorkflowState, limit: int,
+                   resources: RunResources, window: int) -> MethodScore:
+    """A candidate's score after one more round: from where its last round ended to `limit` items."""
     by_id = {case["case_id"]: case for case in state.dev}
     cases = [by_id[i] for i in state.race_order]
-    earlier = [result_of(e) for e in heat_score["examples"]]
-    results, verdict = await score_in_order(chosen.method_id, text, cases[len(earlier):], resources,
-                                            stop_rule(rule, state.bar, None, outcomes_of(earlier)))
-    score = race_score(chosen.method_id, rule, state.bar, earlier + results, verdict, len(cases))
-    score["calls"] = heat_score.get("calls", 0) + calls_of(results)
-    score["race"]["heat"] = len(earlier)
-    return {"finalist": score}
+    earlier = [result_of(e) for e in score["examples"]]
+    results, verdict = await score_in_order(score["method_id"], text, cases[len(earlier):limit], resources,
+                                            stop_rule(rule, state.bar, limit, outcomes_of(earlier)), window)
+    verdict = "heat" if verdict == "complete" and limit < len(cases) else verdict
+    raced = race_score(score["method_id"], rule, state.bar, earlier + results, verdict, len(cases))
+    raced["calls"] = score.get("calls", 0) + calls_of(results)
+    raced["race"]["rounds"] = score["race"].get("rounds", 1) + 1
+    return raced
+
+
+@timed("optimization")
+async def later_rounds(state: WorkflowState, config: RunnableConfig) -> dict:
+    """Reads the step's candidate scores after a race's heat, the dev order and the bar; writes the scores
+    of the candidates that went on to later rounds (method_selection.race.race_rounds), each over all its
+    rounds. Nothing when the step is no race."""
+    resources = resources_from(config)
+    rule = race_rule(resources.settings)
+    if rule.selection != "race":
+        return {}
+    texts = {c["method_id"]: c["text"] for c in state.candidates}
+    current = {s["method_id"]: s for s in state.scores if s["method_id"] in texts}
+    rounds = race_rounds(len(state.race_order), resources.settings.candidate_size)
+    alive = list(current)
+    for (_, keep), (limit, _) in zip(rounds, rounds[1:]):
+        going = go_on([race_record(current[method_id]) for method_id in alive], keep)
+        alive = [r.method_id for r in going]
+        if not going:
+            break
+        window = math.ceil(resources.llms.evol.config.total_concurrency() / len(going))
+        # The survivors of a round race on side by side, each with its share of the slots.
+        raced = await gather_or_cancel(_race_on(current[r.method_id], texts[r.method_id], rule, state, limit,
+                                                resources, window) for r in going)
+        current.update({score["method_id"]: score for score in raced})
+    return {"raced": [s for s in current.values() if s["race"].get("rounds", 1) > 1]}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from llm_access.config import LLMConfig
 
 from failure_checks.preflight import optimizes
-from method_selection.race import finalist, heat_size, race_result, simulate
+from method_selection.race import race_rounds, simulate_step
 from nodes.validator import race_rule
 from settings import RunSettings
 from failure_checks.rules import hangul_ratio
@@ -123,14 +123,9 @@ def expected_step_items(settings: RunSettings, rate: float = 0.2, trials: int = 
     if settings.selection == "full":
         return float(m * pool)
     rule, rng, items = race_rule(settings), random.Random(0), 0
-    limit = heat_size(pool) if settings.selection == "race" else None
     for _ in range(trials):
         bar = [rng.random() < rate for _ in range(pool)]
-        heats = [simulate(rule, bar, lambda _item: rng.random() < rate, limit) for _ in range(m)]
-        items += sum(map(len, heats))
-        best = finalist([race_result(str(n), rule, bar, h, limit) for n, h in enumerate(heats)])
-        if best is not None:
-            items += len(simulate(rule, bar, lambda _item: rng.random() < rate, None, heats[int(best.method_id)])) - best.items
+        items += sum(r.items for r, _ in simulate_step(rule, bar, lambda _candidate, _item: rng.random() < rate, m))
     return items / trials
 
 
@@ -141,10 +136,14 @@ def validation_note(settings: RunSettings) -> str:
     steps, m, pool = settings.max_steps, settings.candidate_size, settings.dev_size
     per_step = expected_step_items(settings)
     if settings.selection == "race":
-        heat = heat_size(pool)
-        # The heat of every candidate, the finalist's rest of the pool, an adopted method's held-out items.
-        upper = 2 * (steps * (m * heat + 2 * pool - heat) + pool)
-        scope = f"every candidate on the heat of {heat} items, the finalist and an adopted method on all {pool}"
+        rounds = race_rounds(pool, m)
+        # Every round's candidates to its end, then an adopted method's held-out items.
+        alive, start, per_step_upper = m, 0, 0
+        for limit, keep in rounds:
+            per_step_upper, alive, start = per_step_upper + alive * (limit - start), keep, limit
+        upper = 2 * (steps * (per_step_upper + pool) + pool)
+        scope = (f"every candidate on the heat of {rounds[0][0]} items, the better half on to each next round, "
+                 f"an adopted method on all {pool}")
     else:
         upper, scope = 2 * (steps * m + 1) * pool, f"every candidate on all {pool} dev items"
     expected = round(2 * (steps * per_step + pool))

@@ -77,10 +77,10 @@ class ProgressDisplay:
             score = values["scores"][0]
             self.say(f"  {score['method_id']}: dev failure rate {score['failure_rate']:.3f} {score['failures_by_reason']}"
                      + race_note(score))
-        elif node == "finalist" and values.get("finalist"):
-            score = values["finalist"]
-            self.say(f"  {score['method_id']}: finalist of the heat ({score['race']['heat']} items), raced on: dev "
-                     f"failure rate {score['failure_rate']:.3f}" + race_note(score))
+        elif node == "later_rounds" and values.get("raced"):
+            for score in values["raced"]:
+                self.say(f"  {score['method_id']}: raced on past the heat ({score['race']['rounds']} rounds): dev "
+                         f"failure rate {score['failure_rate']:.3f}" + race_note(score))
         elif node == "selector":
             record = values["history"][-1]
             self.say(f"step {record['step']}: kept {record['kept_method_id']}: {record['decision']}")

@@ -230,8 +230,8 @@ def race_rows(step_row: dict) -> list[list]:
         race = score.get("race")
         if race:
             verdict = race.get("verdict")
-            if race.get("heat"):
-                verdict = f"{verdict} (finalist after the heat of {race['heat']})"
+            if race.get("rounds", 1) > 1:
+                verdict = f"{verdict} (after {race['rounds']} rounds)"
             rows.append([candidate.get("method_id"), verdict, f"{race.get('items')} of {race.get('pool')}",
                          race.get("wins"), race.get("losses"), race.get("evidence_better"), score.get("calls")])
     return rows

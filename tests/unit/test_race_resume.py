@@ -60,8 +60,20 @@ def _decisions(out: Path) -> tuple[list, str]:
     return [(s["kept_method_id"], s["decision"]) for s in run["history"]], run["method"]
 
 
-@pytest.mark.parametrize("kill_after", [20, 44], ids=["in-the-heat", "in-the-final"])
-def test_a_race_killed_mid_validation_resumes_without_repeating_calls_and_decides_the_same(tmp_path, kill_after):
+def _kill_point(out: Path, where: str) -> int:
+    """Candidate evolutions before the kill: half way through step 1's heat, or half way through its later rounds."""
+    from method_selection.race import race_rounds
+
+    heat = race_rounds(60, 3)[0][0]
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    items = [c["score"]["dev_size"] for c in run["history"][0]["candidates"] if c.get("score")]
+    in_heat, later = sum(min(n, heat) for n in items), sum(max(0, n - heat) for n in items)
+    assert later > 4, "the reference run's first step has no candidate past the heat"
+    return in_heat // 2 if where == "heat" else in_heat + later // 2
+
+
+@pytest.mark.parametrize("where", ["heat", "later round"])
+def test_a_race_killed_mid_validation_resumes_without_repeating_calls_and_decides_the_same(tmp_path, where):
     env = {**os.environ, "WORLD_KEY": "world"}
     world = World(5)
 
@@ -75,7 +87,7 @@ def test_a_race_killed_mid_validation_resumes_without_repeating_calls_and_decide
         server.close()
     assert done.returncode == 0, done.stderr[-2000:]
 
-    crashing = RecordingWorld(world, signal_after=kill_after)
+    crashing = RecordingWorld(world, signal_after=_kill_point(tmp_path / "ref" / "out", where))
     server = _serve(crashing)
     try:
         (tmp_path / "crash").mkdir()

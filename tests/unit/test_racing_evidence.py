@@ -7,8 +7,8 @@ from fractions import Fraction
 from math import comb
 
 from method_selection.evidence import SpendingSignTest, evidence_better, evidence_not_better, spent_alpha, threshold
-from method_selection.race import (RaceResult, RaceRule, choose, finalist, hardest_first, next_parent, race_order,
-                                   simulate, stop_verdict)
+from method_selection.race import (RaceResult, RaceRule, choose, go_on, hardest_first, next_parent, race_order,
+                                   race_rounds, simulate, simulate_step, stop_verdict)
 
 
 def closed_form_better(wins: int, losses: int) -> Fraction:
@@ -124,13 +124,40 @@ def test_a_round_continued_from_its_heat_decides_as_one_pass_over_the_pool():
             assert heat == whole[:len(heat)]
 
 
-def test_the_finalist_and_the_next_parent():
+def test_the_candidates_that_go_on_and_the_next_parent():
     results = [RaceResult("a", 9, 40, 3, 4, "heat"), RaceResult("b", 6, 40, 5, 3, "heat"),
                RaceResult("c", 6, 40, 7, 4, "heat"), RaceResult("d", 2, 12, 0, 6, "worse")]
-    assert finalist(results).method_id == "b"  # fewest heat failures; ties: the first sample
-    assert finalist([RaceResult("d", 2, 12, 0, 6, "worse")]) is None
+    assert [r.method_id for r in go_on(results, 2)] == ["b", "c"]  # fewest failures; ties: the first sample
+    assert go_on([RaceResult("d", 2, 12, 0, 6, "worse")], 1) == []
     assert next_parent(results).method_id == "c"  # the largest lead per item among those ahead
     assert next_parent([RaceResult("a", 9, 40, 3, 4, "heat"), RaceResult("d", 0, 12, 9, 0, "worse")]) is None
+
+
+def test_race_rounds_halve_the_candidates_and_double_the_items():
+    assert race_rounds(200, 10) == [(20, 5), (40, 2), (80, 1), (200, 0)]
+    assert race_rounds(200, 5) == [(40, 2), (80, 1), (200, 0)]
+    assert race_rounds(200, 2) == [(100, 1), (200, 0)]
+    assert race_rounds(200, 1) == [(200, 0)] and race_rounds(30, 10) == [(30, 0)]  # no heat below 50 items
+    for pool in (50, 77, 200, 1000):
+        for m in range(1, 25):
+            rounds = race_rounds(pool, m)
+            limits = [limit for limit, _ in rounds]
+            assert limits == sorted(set(limits)) and limits[-1] == pool and rounds[-1][1] == 0
+            assert all(keep >= 1 for _, keep in rounds[:-1]) and (len(rounds) == 1 or rounds[-2][1] == 1)
+
+
+def test_a_simulated_step_scores_each_round_s_survivors_only():
+    rng = random.Random(2)
+    bar = [rng.random() < 0.3 for _ in range(200)]
+    fails = {(c, k): rng.random() < 0.25 + 0.02 * c for c in range(10) for k in range(200)}
+    records = [r for r, _ in simulate_step(RaceRule("race"), bar, lambda c, k: fails[c, k], 10)]
+    for (limit, keep), (next_limit, _) in zip(race_rounds(200, 10), race_rounds(200, 10)[1:]):
+        past = [r for r in records if r.items > limit]
+        assert len(past) <= keep
+        out = [r for r in records if r.items == limit and r.verdict == "heat"]
+        for r in past:  # those that went on failed no more of the round's items than those that stopped there
+            failed_then = sum(fails[int(r.method_id), k] for k in range(limit))
+            assert all(failed_then <= o.failures for o in out)
 
 
 def test_choose_adopts_only_shown_better_candidates_and_the_fewest_failures_otherwise():

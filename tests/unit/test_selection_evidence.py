@@ -175,31 +175,34 @@ def test_the_dry_run_plans_race_calls_an_upper_bound_and_an_expected_figure(tmp_
         return [int(n) for n in re.findall(r"at most (\d+) calls.*expected about (\d+)", note)[0]]
 
     race_upper, race_expected = figures(selection="race")
-    heat = 50 // 5  # the race's heat: every candidate on 10 items, the finalist and an adopted method on all 50
-    assert race_upper == 2 * (10 * (5 * heat + 2 * 50 - heat) + 50) and race_expected < race_upper / 2
+    # Rounds of 50 items and 5 candidates: all 5 to 10 items, 2 to 20, 1 to 50; an adopted method on all 50.
+    assert race_upper == 2 * (10 * (5 * 10 + 2 * 10 + 1 * 30 + 50) + 50) and race_expected < race_upper / 2
     exact_upper, exact_expected = figures(selection="exact")
     full_upper = 2 * (10 * 5 + 1) * 50
     assert exact_upper == full_upper and race_expected < exact_expected < exact_upper
     assert figures(selection="full") == [full_upper, full_upper]
 
 
-def test_a_race_takes_one_finalist_past_the_heat_and_revises_the_candidate_furthest_ahead(tmp_path):
+def test_a_race_takes_the_better_half_on_round_by_round_and_revises_the_candidate_furthest_ahead(tmp_path):
+    from method_selection.race import race_rounds
+
     world = RatedWorld(0.5, [0.45, 0.4, 0.5, 0.55])
     settings = make_settings(tmp_path, max_steps=3, patience=5, candidate_size=4, dev_size=50, batch_size=2,
                              loop=1, test_run=True, selection="race")
     history = run_workflow(settings, ScriptedChatModel(responder=world))["history"]
-    heat = 50 // 5
-    moved = 0
+    rounds = race_rounds(50, 4)  # 4 candidates to 12 items, 2 to 24, 1 to 50
+    moved = went_on = 0
     for step, following in zip(history, history[1:] + [None]):
         scores = {c["method_id"]: c["score"] for c in step["candidates"] if c.get("score")}
-        past_heat = [i for i, s in scores.items() if s["dev_size"] > heat]
-        assert len(past_heat) <= 1  # one finalist at most; everyone else stops within the heat
-        if past_heat:
-            finalist = scores[past_heat[0]]
-            assert finalist["race"]["heat"] == heat
-            heat_failures = {i: sum(e["reason"] is not None for e in s["examples"][:heat]) for i, s in scores.items()
-                             if s["race"]["verdict"] == "heat" or i in past_heat}
-            assert heat_failures[past_heat[0]] == min(heat_failures.values())
+        for limit, keep in rounds[:-1]:
+            past = [i for i, s in scores.items() if s["dev_size"] > limit]
+            stopped = [s for s in scores.values() if s["dev_size"] == limit and s["race"]["verdict"] == "heat"]
+            assert len(past) <= keep
+            for i in past:  # they failed no more of the round's items than any that stopped at its end
+                failed_then = sum(e["reason"] is not None for e in scores[i]["examples"][:limit])
+                assert all(failed_then <= round(s["failure_rate"] * s["dev_size"]) for s in stopped)
+                assert scores[i]["race"]["rounds"] >= 2
+            went_on += len(past)
         if following is None:
             continue
         if step["kept_method_id"] != step["incumbent"]["method_id"]:
@@ -213,4 +216,4 @@ def test_a_race_takes_one_finalist_past_the_heat_and_revises_the_candidate_furth
             moved += 1
         else:
             assert following["revised"] == step["revised"]
-    assert moved >= 1  # this world has a step where a candidate leads without being shown better
+    assert moved >= 1 and went_on >= 1  # this world has a step where a candidate leads without being shown better
