@@ -36,8 +36,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from method_selection.race import (RaceRule, choose, hardest_first, next_parent, race_order,  # noqa: E402
-                                   simulate_step)
+from method_selection.race import (RaceRule, choose, failure_shares, hardest_first, next_parent,  # noqa: E402
+                                   race_order, simulate_step)
 
 DIFFICULTY_SD = 1.5
 REVISION_SD = 0.3
@@ -138,7 +138,7 @@ def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int =
         calls["trajectories"] += batch
         calls["optimizer"] += 2 * setting.m
         order = {"race": lambda: race_order(pool, incumbent.selected_on),
-                 "exact": lambda: hardest_first(pool, outcome, failure_shares(scored))}.get(setting.selection,
+                 "exact": lambda: hardest_first(pool, outcome, failure_shares(scored.values()))}.get(setting.selection,
                                                                                         lambda: pool)()
         bar = [outcome[i] for i in order]
         revised = parent or incumbent
@@ -175,17 +175,6 @@ def simulate_run(world: World, setting: Setting, steps: int = 6, patience: int =
     kept, best_seen = world.true_rate(incumbent.skill), world.true_rate(max(seen))
     return {"calls": sum(calls.values()), "validation_calls": calls["validation"], "kept_rate": kept,
             "worse_than_e0": kept > E0_RATE + 1e-9, "regret": kept - best_seen, "kept": incumbent.key}
-
-
-def failure_shares(scored: dict[str, dict[int, bool]]) -> dict[int, float]:
-    """Per item, the share of the methods scored on it that failed it (nodes.selector.failure_shares)."""
-    tally: dict[int, list[int]] = {}
-    for outcomes in scored.values():
-        for item, failed in outcomes.items():
-            counts = tally.setdefault(item, [0, 0])
-            counts[0] += failed
-            counts[1] += 1
-    return {item: fails / n for item, (fails, n) in tally.items()}
 
 
 def table(rows: list[dict]) -> str:

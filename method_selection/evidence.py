@@ -95,7 +95,7 @@ class SpendingSignTest:
     an earlier look, keeps the total rejected mass within spent_alpha(alpha, items / pool). The
     mass is computed exactly (a distribution over the win count), so the chance of ever rejecting
     a candidate that is not better is at most alpha, however many looks, and a stop for any other
-    reason (shown worse, not the finalist) only lowers it.
+    reason (shown worse, out after a round) only lowers it.
     """
 
     def __init__(self, alpha: float, pool: int):

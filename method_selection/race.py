@@ -23,7 +23,7 @@ a time, and after each item its `Validation` says whether it may stop, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from method_selection.evidence import SpendingSignTest, can_still_reject, evidence_not_better, threshold
 
@@ -139,6 +139,17 @@ def race_order(case_ids: list[int], selected_on: list[int] | None) -> list[int]:
     """
     chosen = set(selected_on or ())
     return [i for i in case_ids if i not in chosen] + [i for i in case_ids if i in chosen]
+
+
+def failure_shares(methods: Iterable[dict[int, bool]]) -> dict[int, float]:
+    """Per item, the share of the methods scored on it that failed it; each method as {item: failed}."""
+    tally: dict[int, list[int]] = {}
+    for outcomes in methods:
+        for item, failed in outcomes.items():
+            counts = tally.setdefault(item, [0, 0])
+            counts[0] += failed
+            counts[1] += 1
+    return {item: fails / seen for item, (fails, seen) in tally.items()}
 
 
 def hardest_first(case_ids: list[int], failed: dict[int, bool], failure_share: dict[int, float]) -> list[int]:

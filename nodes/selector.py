@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.runnables import RunnableConfig
 
 from resources import emit, resources_from, timed
-from method_selection.race import RaceResult, RaceRule, choose, hardest_first, next_parent, race_order
+from method_selection.race import RaceResult, RaceRule, choose, failure_shares, hardest_first, next_parent, race_order
 from nodes.validator import failed, race_record, race_rule
 from state import MethodScore, StepRecord, WorkflowState
 
@@ -56,7 +56,7 @@ def _decision(best: MethodScore | None, incumbent: MethodScore, min_improvement:
                    f"gain {incumbent['complexity_gain']:.2f})")
 
 
-def failure_shares(state: WorkflowState) -> dict[int, float]:
+def dev_failure_shares(state: WorkflowState) -> dict[int, float]:
     """Per dev item, the share of the methods scored on it so far (e0, every candidate, the incumbent) that failed it."""
     scores = [state.e0_score, state.method_score] + [c.get("score") for step in state.history
                                                      for c in step["candidates"]]
@@ -64,13 +64,7 @@ def failure_shares(state: WorkflowState) -> dict[int, float]:
     for score in filter(None, scores):  # one method once: its score with the most items
         if len(score.get("examples") or []) > len((widest.get(score["method_id"]) or {}).get("examples") or []):
             widest[score["method_id"]] = score
-    tally: dict[int, list[int]] = {}
-    for score in widest.values():
-        for example in score.get("examples") or []:
-            counts = tally.setdefault(example["case_id"], [0, 0])
-            counts[0] += failed(example)
-            counts[1] += 1
-    return {case_id: fails / seen for case_id, (fails, seen) in tally.items()}
+    return failure_shares({e["case_id"]: failed(e) for e in score.get("examples") or []} for score in widest.values())
 
 
 def step_order(state: WorkflowState, selection: str, failed_by_id: dict[int, bool]) -> list[int]:
@@ -78,7 +72,7 @@ def step_order(state: WorkflowState, selection: str, failed_by_id: dict[int, boo
     race, the items that selected the incumbent last (method_selection.race)."""
     case_ids = [case["case_id"] for case in state.dev]
     if selection == "exact":
-        return hardest_first(case_ids, failed_by_id, failure_shares(state))
+        return hardest_first(case_ids, failed_by_id, dev_failure_shares(state))
     if selection == "race":
         return race_order(case_ids, (state.method_score or {}).get("selected_on"))
     return case_ids
