@@ -6,7 +6,7 @@ from langchain_core.runnables import RunnableConfig
 
 from resources import emit, resources_from, timed
 from method_selection.race import RaceResult, RaceRule, choose, failure_shares, hardest_first, next_parent, race_order
-from nodes.validator import failed, race_record, race_rule
+from nodes.validator import failed, in_sample_order, race_record, race_rule
 from state import MethodScore, StepRecord, WorkflowState
 
 
@@ -171,7 +171,8 @@ def parent_update(state: WorkflowState, results: list[RaceResult], adopted: bool
 def race_scores(state: WorkflowState) -> list[MethodScore]:
     """This step's candidate scores; a race's candidates that went on past the heat over all their rounds."""
     raced = {s["method_id"]: s for s in state.raced}
-    return [raced.get(s["method_id"], s) for s in state.scores if s["method_id"] != state.method_id]
+    return [raced.get(s["method_id"], s) for s in in_sample_order(state.scores, state.candidates)
+            if s["method_id"] != state.method_id]
 
 
 @timed("optimization")
@@ -202,7 +203,8 @@ async def selector(state: WorkflowState, config: RunnableConfig) -> dict:
     record = StepRecord(
         step=step, batch_row_ids=[c["row_id"] for c in state.batch], trajectories=state.trajectories,
         feedback=state.feedback,
-        candidates=[{**c, "score": by_id.get(c["method_id"])} for c in state.candidates],
+        candidates=[{**c, "score": by_id.get(c["method_id"])} for c in sorted(state.candidates,
+                                                                              key=lambda c: c["sample_index"])],
         incumbent={"method_id": incumbent["method_id"], "score": incumbent},
         kept_method_id=kept["method_id"], decision=decision, selection=rule.selection,
         validation=validation_savings(candidate_scores, len(state.dev)),

@@ -237,6 +237,12 @@ async def _race_on(score: MethodScore, text: str, rule: RaceRule, state: Workflo
     return raced
 
 
+def in_sample_order(scores: list[MethodScore], candidates: list) -> list[MethodScore]:
+    """Scores in the order of their candidates' sample index, not of the branches' finishing: ties go to the first sample."""
+    sample = {c["method_id"]: c["sample_index"] for c in candidates}
+    return sorted(scores, key=lambda s: sample.get(s["method_id"], -1))
+
+
 @timed("optimization")
 async def later_rounds(state: WorkflowState, config: RunnableConfig) -> dict:
     """Reads the step's candidate scores after a race's heat, the dev order and the bar; writes the scores
@@ -247,7 +253,7 @@ async def later_rounds(state: WorkflowState, config: RunnableConfig) -> dict:
     if rule.selection != "race":
         return {}
     texts = {c["method_id"]: c["text"] for c in state.candidates}
-    current = {s["method_id"]: s for s in state.scores if s["method_id"] in texts}
+    current = {s["method_id"]: s for s in in_sample_order(state.scores, state.candidates) if s["method_id"] in texts}
     rounds = race_rounds(len(state.race_order), resources.settings.candidate_size)
     alive = list(current)
     for (_, keep), (limit, _) in zip(rounds, rounds[1:]):
