@@ -195,10 +195,12 @@ def summarize(setting: str, runs: list[dict]) -> dict:
             "worse_share": worse / len(runs), "regret": statistics.mean(r["regret"] for r in runs)}
 
 
-def in_process(worlds: int, steps: int, settings: list[Setting], revision_mean: float = 0.0) -> tuple[list[dict], dict]:
+def in_process(worlds: int, steps: int, settings: list[Setting], revision_mean: float = 0.0,
+               first: int = 0) -> tuple[list[dict], dict]:
     rows, runs = [], {}
     for setting in settings:
-        runs[setting.name] = [simulate_run(World(seed, revision_mean), setting, steps=steps) for seed in range(worlds)]
+        runs[setting.name] = [simulate_run(World(seed, revision_mean), setting, steps=steps)
+                              for seed in range(first, first + worlds)]
         rows.append(summarize(setting.name, runs[setting.name]))
     return rows, runs
 
@@ -333,11 +335,12 @@ def end_to_end_run(world: World, setting: Setting, work: Path, steps: int = 6, p
             "kept": run["method_id"], "decisions": [s["kept_method_id"] for s in run["history"]]}
 
 
-def end_to_end(worlds: int, steps: int, settings: list[Setting], revision_mean: float = 0.0) -> tuple[list[dict], dict]:
+def end_to_end(worlds: int, steps: int, settings: list[Setting], revision_mean: float = 0.0,
+               first: int = 0) -> tuple[list[dict], dict]:
     rows, runs = [], {}
     for setting in settings:
         results = []
-        for seed in range(worlds):
+        for seed in range(first, first + worlds):
             with tempfile.TemporaryDirectory(prefix="autoevol-selection-") as work:
                 results.append(end_to_end_run(World(seed, revision_mean), setting, Path(work), steps=steps))
             print(f"  {setting.name}, world {seed}: kept {results[-1]['kept']} "
@@ -355,13 +358,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", type=int, default=200)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--first-world", type=int, default=0,
+                        help="seed of the first world: worlds other than those a setting was chosen on")
     parser.add_argument("--end-to-end", action="store_true", help="run.py against a loopback endpoint per world")
     parser.add_argument("--revision-mean", type=float, default=0.0,
                         help="mean skill change of a revision (negative: most revisions are worse than their parent)")
     parser.add_argument("--settings", default="", help="';'-separated setting names to run (default: all)")
     args = parser.parse_args(argv)
     chosen = [s for s in SETTINGS if not args.settings or s.name in args.settings.split(";")]
-    rows, runs = (end_to_end if args.end_to_end else in_process)(args.worlds, args.steps, chosen, args.revision_mean)
+    rows, runs = (end_to_end if args.end_to_end else in_process)(args.worlds, args.steps, chosen, args.revision_mean,
+                                                                 args.first_world)
     print(table(rows))
     for dev in (50, 200):
         if f"full, dev {dev}" in runs and f"exact, dev {dev}" in runs:
@@ -369,7 +375,8 @@ def main(argv: list[str] | None = None) -> None:
                   f"{same_decisions(runs, f'full, dev {dev}', f'exact, dev {dev}')}")
     name = f"selection_results{'_end_to_end' if args.end_to_end else ''}.json"
     (BENCH / name).write_text(json.dumps({"end_to_end": args.end_to_end, "revision_mean": args.revision_mean,
-                                          "worlds": args.worlds, "rows": rows}, indent=2), encoding="utf-8")
+                                          "worlds": args.worlds, "first_world": args.first_world, "rows": rows},
+                                         indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ a time, and after each item its `Validation` says whether it may stop, and why:
   It could then never fail min_improvement fewer items than the incumbent, so stopping changes
   no decision, only the calls spent.
 - race, in rounds of successive halving (`race_rounds`). The heat: every candidate is scored on
-  the first pool / m items. After each round the better half of the undecided (by failures on
+  the first 2/3 * pool / m items. After each round the better half of the undecided (by failures on
   the same items) goes on with twice the items, and the last one to the end of the pool.
   In every round the paired test of `evidence` decides: "better" once the alpha-spending sign test
   rejects "not better" at 1 - confidence; "worse" once the evidence that its win share is
@@ -34,17 +34,22 @@ SMALLEST_HEAT_POOL = 50
 races the whole pool."""
 
 
+HEAT_PASSES = 2 / 3
+"""The heat of m candidates costs this many full passes over the pool; so does each later round, about.
+Chosen on the selection bench (bench/selection.py): a whole pass per round kept better methods at every
+m, but two thirds of one bought nearly as much for less, and more candidates spend the rest better."""
+
+
 def race_rounds(pool: int, candidates: int) -> list[tuple[int, int]]:
     """A race's rounds (successive halving): (the items a round ends at, the candidates that go on after it).
 
-    The first round (the heat) gives every candidate pool / m items, so it costs about one full pass;
-    each later one doubles the items and halves the candidates, and the last candidate goes on to the
-    end of the pool, where the test has the most to go on. 200 items, m = 10: 20 each, 5 to 40,
-    2 to 80, 1 to 200.
+    The first round (the heat) gives every candidate 2/3 * pool / m items; each later one doubles
+    the items and halves the candidates, and the last candidate goes on to the end of the pool,
+    where the test has the most to go on. 200 items, m = 10: 13 each, 5 on to 26, 2 to 52, 1 to 200.
     """
     if pool < SMALLEST_HEAT_POOL or candidates <= 1:
         return [(pool, 0)]
-    rounds, alive, limit = [], candidates, max(1, pool // candidates)
+    rounds, alive, limit = [], candidates, max(1, int(HEAT_PASSES * pool / candidates))
     while alive > 1 and limit < pool:
         alive //= 2
         rounds.append((limit, alive))
@@ -215,13 +220,15 @@ def choose(rule: RaceRule, incumbent_failures: int, results: list[RaceResult]) -
 def next_parent(results: list[RaceResult]) -> RaceResult | None:
     """A race that adopted nothing: the candidate the next step revises, or None to revise the same method again.
 
-    The one that looks furthest ahead of the incumbent, if any looks ahead at all and was not
-    shown worse. Gains too small to show in one step add up over a few: its revisions are
-    raced against the incumbent too, and the first shown better is adopted. Nothing is
-    adopted on looks alone.
+    The one with the most net wins over the incumbent (wins - losses), if any is ahead at all and
+    was not shown worse. A count, not a rate: a lead of 4 on a 12-item heat is mostly luck, one of
+    15 on the whole pool much less so, and the candidates that went on through the rounds are the
+    ones that have the items. Gains too small to show in one step add up over a few: the
+    revisions of the one ahead are raced against the incumbent too, and the first shown better is
+    adopted. Nothing is adopted on looks alone.
     """
     ahead = [r for r in results if r.verdict != "worse" and r.wins > r.losses]
-    return max(ahead, key=lambda r: r.lead, default=None)
+    return max(ahead, key=lambda r: r.wins - r.losses, default=None)
 
 
 def simulate(rule: RaceRule, bar: list[bool], outcome_of: Callable[[int], bool], limit: int | None = None,

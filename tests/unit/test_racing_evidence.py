@@ -134,9 +134,9 @@ def test_the_candidates_that_go_on_and_the_next_parent():
 
 
 def test_race_rounds_halve_the_candidates_and_double_the_items():
-    assert race_rounds(200, 10) == [(20, 5), (40, 2), (80, 1), (200, 0)]
-    assert race_rounds(200, 5) == [(40, 2), (80, 1), (200, 0)]
-    assert race_rounds(200, 2) == [(100, 1), (200, 0)]
+    assert race_rounds(200, 10) == [(13, 5), (26, 2), (52, 1), (200, 0)]  # the heat: 2/3 of a pass
+    assert race_rounds(200, 5) == [(26, 2), (52, 1), (200, 0)]
+    assert race_rounds(200, 2) == [(66, 1), (200, 0)]
     assert race_rounds(200, 1) == [(200, 0)] and race_rounds(30, 10) == [(30, 0)]  # no heat below 50 items
     for pool in (50, 77, 200, 1000):
         for m in range(1, 25):

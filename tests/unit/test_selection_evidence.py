@@ -175,8 +175,8 @@ def test_the_dry_run_plans_race_calls_an_upper_bound_and_an_expected_figure(tmp_
         return [int(n) for n in re.findall(r"at most (\d+) calls.*expected about (\d+)", note)[0]]
 
     race_upper, race_expected = figures(selection="race")
-    # Rounds of 50 items and 5 candidates: all 5 to 10 items, 2 to 20, 1 to 50; an adopted method on all 50.
-    assert race_upper == 2 * (10 * (5 * 10 + 2 * 10 + 1 * 30 + 50) + 50) and race_expected < race_upper / 2
+    # Rounds of 50 items and 5 candidates: all 5 to 6 items, 2 to 12, 1 to 50; an adopted method on all 50.
+    assert race_upper == 2 * (10 * (5 * 6 + 2 * 6 + 1 * 38 + 50) + 50) and race_expected < race_upper / 2
     exact_upper, exact_expected = figures(selection="exact")
     full_upper = 2 * (10 * 5 + 1) * 50
     assert exact_upper == full_upper and race_expected < exact_expected < exact_upper
@@ -190,7 +190,7 @@ def test_a_race_takes_the_better_half_on_round_by_round_and_revises_the_candidat
     settings = make_settings(tmp_path, max_steps=3, patience=5, candidate_size=4, dev_size=50, batch_size=2,
                              loop=1, test_run=True, selection="race")
     history = run_workflow(settings, ScriptedChatModel(responder=world))["history"]
-    rounds = race_rounds(50, 4)  # 4 candidates to 12 items, 2 to 24, 1 to 50
+    rounds = race_rounds(50, 4)  # 4 candidates to 8 items, 2 to 16, 1 to 50
     moved = went_on = 0
     for step, following in zip(history, history[1:] + [None]):
         scores = {c["method_id"]: c["score"] for c in step["candidates"] if c.get("score")}
