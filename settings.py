@@ -61,8 +61,8 @@ class RunSettings(BaseModel):
     """Candidate methods (m) sampled per step."""
     min_improvement: Annotated[int, Field(ge=1), Flag("optimization")] = 1
     """Dev items a candidate must fail fewer than the kept method to replace it (1: the paper's rule); --selection exact and full."""
-    selection: Annotated[str, Field(pattern="^(race|exact|full)$"), Flag("optimization")] = "exact"
-    """How a step's candidates are validated: exact (the paper's rule; a candidate stops once it can no longer win, the same decision with fewer calls), race (every candidate on a heat of a fifth of the dev pool, the best of it on to the end; each compared with the kept method item by item and adopted only once an alpha-spending sign test shows it better; when none is, the next step revises the one furthest ahead) or full (the paper's rule: every candidate on every dev item)."""
+    selection: Annotated[str, Field(pattern="^(auto|race|exact|full)$"), Flag("optimization")] = "auto"
+    """How a step's candidates are validated: auto (race with a dev set of 50 items or more, exact below), exact (the paper's rule; a candidate stops once it can no longer win, the same decision with fewer calls), race (every candidate on a heat of a fifth of the dev pool, the best of it on to the end; each compared with the kept method item by item and adopted only once an alpha-spending sign test shows it better; when none is, the next step revises the one furthest ahead) or full (the paper's rule: every candidate on every dev item)."""
     selection_confidence: Annotated[float, Field(ge=0.5, lt=1.0), Flag("optimization")] = 0.9
     """race: the confidence a candidate must be shown better with before it replaces the kept method; a candidate that is not better is adopted at most 1 - confidence of the time, however often the race looks."""
     loop: Annotated[int, Field(ge=1), Flag("optimization")] = 2

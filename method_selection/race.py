@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 from method_selection.evidence import SpendingSignTest, can_still_reject, evidence_not_better, threshold
 
-SELECTIONS = ("race", "exact", "full")
+SELECTIONS = ("auto", "race", "exact", "full")
 
 SMALLEST_HEAT_POOL = 50
 """Below this pool a first round would be a handful of items, too few to rank anything: every candidate
@@ -55,6 +55,14 @@ def race_rounds(pool: int, candidates: int) -> list[tuple[int, int]]:
         rounds.append((limit, alive))
         limit *= 2
     return rounds + [(pool, 0)]
+
+
+def selection_for(selection: str, pool: int) -> str:
+    """The rule a run uses: "auto" races a pool of SMALLEST_HEAT_POOL items or more, and below that takes the
+    paper's decision (exact), since a few items can show nothing at a useful confidence."""
+    if selection != "auto":
+        return selection
+    return "race" if pool >= SMALLEST_HEAT_POOL else "exact"
 
 
 def heat_size(pool: int, candidates: int) -> int:

@@ -16,6 +16,7 @@ from run_report.metrics import level_metrics
 from record_store.store import RecordStore, write_atomically
 from run_report.html_report import write_report
 from nodes.selector import selection_summary
+from nodes.validator import race_rule
 from resources import resources_from
 from state import WorkflowState
 
@@ -88,7 +89,7 @@ def run_summary(state: WorkflowState, config: RunnableConfig) -> dict:
         "history": state.history,
         "optimization": optimization_outcome(state.history, optimizing=bool(resources.settings.max_steps)
                                              and not resources.settings.method_file),
-        "selection": selection_summary(state.history, resources.settings.selection),
+        "selection": selection_summary(state.history, race_rule(resources.settings).selection),
         "counts": {
             "rows_in": state.rows_in,
             "generation_set": state.seed_count,

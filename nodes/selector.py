@@ -81,7 +81,7 @@ def step_order(state: WorkflowState, selection: str, failed_by_id: dict[int, boo
 async def set_bar(state: WorkflowState, config: RunnableConfig) -> dict:
     """Reads the dev set and the incumbent's score; writes this step's dev order and the incumbent's outcomes in it."""
     outcome = {e["case_id"]: failed(e) for e in state.method_score["examples"]}
-    order = step_order(state, resources_from(config).settings.selection, outcome)
+    order = step_order(state, race_rule(resources_from(config).settings).selection, outcome)
     return {"race_order": order, "bar": [outcome[case_id] for case_id in order]}
 
 

@@ -16,7 +16,8 @@ from langchain_core.runnables import RunnableConfig
 from resources import RunResources, emit, resources_from, timed
 from nodes.sibling_calls import gather_or_cancel
 from method_selection.evidence import evidence_better
-from method_selection.race import RaceResult, RaceRule, go_on, heat_size, paired_record, race_rounds, stop_rule
+from method_selection.race import (RaceResult, RaceRule, go_on, heat_size, paired_record, race_rounds, selection_for,
+                                   stop_rule)
 from state import CandidateState, Case, MethodScore, WorkflowState
 from llm_tasks.evolution import evolve
 from llm_tasks.answers import respond
@@ -181,7 +182,8 @@ async def validator(state: WorkflowState, config: RunnableConfig) -> dict:
 
 
 def race_rule(settings) -> RaceRule:
-    return RaceRule(settings.selection, settings.selection_confidence, settings.min_improvement)
+    return RaceRule(selection_for(settings.selection, settings.dev_size), settings.selection_confidence,
+                    settings.min_improvement)
 
 
 def race_score(method_id: str, rule: RaceRule, bar: list[bool], results: list[dict], verdict: str,

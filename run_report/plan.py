@@ -120,7 +120,7 @@ def expected_step_items(settings: RunSettings, rate: float = 0.2, trials: int = 
     since neither "better" nor "worse" comes quickly. Seeded, so a plan is the same every time.
     """
     m, pool = settings.candidate_size, settings.dev_size
-    if settings.selection == "full":
+    if race_rule(settings).selection == "full":
         return float(m * pool)
     rule, rng, items = race_rule(settings), random.Random(0), 0
     for _ in range(trials):
@@ -134,8 +134,8 @@ def validation_note(settings: RunSettings) -> str:
     if not optimizes(settings):
         return ""
     steps, m, pool = settings.max_steps, settings.candidate_size, settings.dev_size
-    per_step = expected_step_items(settings)
-    if settings.selection == "race":
+    per_step, selection = expected_step_items(settings), race_rule(settings).selection
+    if selection == "race":
         rounds = race_rounds(pool, m)
         # Every round's candidates to its end, then an adopted method's held-out items.
         alive, start, per_step_upper = m, 0, 0
@@ -147,7 +147,7 @@ def validation_note(settings: RunSettings) -> str:
     else:
         upper, scope = 2 * (steps * m + 1) * pool, f"every candidate on all {pool} dev items"
     expected = round(2 * (steps * per_step + pool))
-    return (f"validation under --selection {settings.selection}: at most {upper} calls ({scope}); expected about "
+    return (f"validation under --selection {selection}: at most {upper} calls ({scope}); expected about "
             f"{expected}, if candidates are as good as the kept method (about {per_step / m:.0f} of {pool} items "
             f"per candidate, the kept method on all of them)")
 

@@ -217,3 +217,17 @@ def test_a_race_takes_the_better_half_on_round_by_round_and_revises_the_candidat
         else:
             assert following["revised"] == step["revised"]
     assert moved >= 1 and went_on >= 1  # this world has a step where a candidate leads without being shown better
+
+
+def test_the_default_selection_races_a_pool_of_50_or_more_and_takes_the_papers_decision_below(tmp_path):
+    from method_selection.race import selection_for
+
+    assert [selection_for("auto", n) for n in (6, 49, 50, 200)] == ["exact", "exact", "race", "race"]
+    assert [selection_for(s, 6) for s in ("race", "exact", "full")] == ["race", "exact", "full"]
+    for dev, expected in ((30, "exact"), (50, "race")):
+        settings = make_settings(tmp_path / str(dev), max_steps=1, candidate_size=2, dev_size=dev, batch_size=2,
+                                 loop=1, test_run=True)
+        assert settings.selection == "auto"
+        values = run_workflow(settings, ScriptedChatModel(responder=RatedWorld(0.5, [0.4, 0.6])))
+        run = json.loads((tmp_path / str(dev) / "out" / "run.json").read_text(encoding="utf-8"))
+        assert values["history"][0]["selection"] == expected and run["selection"]["selection"] == expected
