@@ -14,10 +14,10 @@ a time, and after each item its `Validation` says whether it may stop, and why:
   In every round the paired test of `evidence` decides: "better" once the alpha-spending sign test
   rejects "not better" at 1 - confidence; "worse" once the evidence that its win share is
   below 1/2 reaches 1/(1 - confidence). A candidate undecided at the end of its round stops
-  there ("heat", "complete"), and one that can no longer win any item stops ("cannot_win").
-  Only "better" is adopted. Each candidate's test errs at most
-  1 - confidence of the time however often it is looked at; stopping a candidate early, for
-  any reason, only lowers that.
+  there ("heat", "complete"), and one that no continuation could show better stops
+  ("cannot_win"). Only "better" is adopted. Each candidate's test errs at most 1 - confidence
+  of the time however often it is looked at; stopping a candidate early, for any reason, only
+  lowers that.
 """
 
 from __future__ import annotations
