@@ -27,8 +27,6 @@ from typing import Callable, Iterable
 
 from method_selection.evidence import SpendingSignTest, can_still_reject, evidence_not_better, threshold
 
-SELECTIONS = ("auto", "race", "exact", "full")
-
 SMALLEST_HEAT_POOL = 50
 """Below this pool a first round would be a handful of items, too few to rank anything: every candidate
 races the whole pool."""
@@ -94,7 +92,8 @@ class Validation:
         self.limit = len(bar) if limit is None else min(limit, len(bar))
         self.outcomes: list[bool] = []
         self.test = SpendingSignTest(1 - rule.confidence, len(bar))
-        self.wins = self.losses = 0
+        self.failures, self.incumbent_failures_left = 0, sum(bar)
+        self.failures_that_cannot_win = sum(bar) - rule.min_improvement + 1
         self.verdict: str | None = None if self.limit else "complete"
         if self.verdict is None and rule.selection != "full" and sum(bar) < rule.min_improvement:
             self.verdict = "cannot_win"  # an incumbent that fails (almost) nothing cannot be beaten: spend no item
@@ -103,18 +102,20 @@ class Validation:
         """The verdict after one more item, or None to go on."""
         incumbent = self.bar[len(self.outcomes)]
         self.outcomes.append(failed)
-        self.wins += incumbent and not failed
-        self.losses += failed and not incumbent
-        better = self.test.add(incumbent, failed)
+        self.failures += failed
+        self.incumbent_failures_left -= incumbent
+        test = self.test
+        better = test.add(incumbent, failed)
+        wins, losses = test.wins, test.discordant - test.wins
         n, rule = len(self.outcomes), self.rule
-        if rule.selection == "exact" and sum(self.outcomes) >= sum(self.bar) - rule.min_improvement + 1:
+        if rule.selection == "exact" and self.failures >= self.failures_that_cannot_win:
             self.verdict = "cannot_win"
         elif rule.selection == "race" and better:
             self.verdict = "better"
-        elif rule.selection == "race" and evidence_not_better(self.wins, self.losses) >= threshold(rule.confidence):
+        elif rule.selection == "race" and evidence_not_better(wins, losses) >= threshold(rule.confidence):
             self.verdict = "worse"
-        elif rule.selection == "race" and not can_still_reject(self.test.alpha, self.wins, self.test.discordant,
-                                                               sum(self.bar[n:])):
+        elif rule.selection == "race" and not can_still_reject(test.alpha, wins, test.discordant,
+                                                               self.incumbent_failures_left):
             self.verdict = "cannot_win"
         elif n >= len(self.bar):
             self.verdict = "complete"

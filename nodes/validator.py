@@ -232,7 +232,6 @@ async def _race_on(score: MethodScore, text: str, rule: RaceRule, state: Workflo
     earlier = [result_of(e) for e in score["examples"]]
     results, verdict = await score_in_order(score["method_id"], text, cases[len(earlier):limit], resources,
                                             stop_rule(rule, state.bar, limit, outcomes_of(earlier)), window)
-    verdict = "heat" if verdict == "complete" and limit < len(cases) else verdict
     raced = race_score(score["method_id"], rule, state.bar, earlier + results, verdict, len(cases))
     raced["calls"] = score.get("calls", 0) + calls_of(results)
     raced["race"]["rounds"] = score["race"].get("rounds", 1) + 1
